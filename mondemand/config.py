@@ -1,0 +1,221 @@
+"""Load and validate `routes.ini`.
+
+Sections: `[server]`, `[http]`, `[listener:NAME]`, `[backend:NAME]` and
+`[route:NAME]`. Each listener and backend section names a registered `type`
+whose declared options validate the rest of the section. Every problem is
+collected and reported together, each naming the file, section and key.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mondemand.options import Option, parse_options, split_list
+from mondemand.plugins import PluginHost
+from mondemand.router import Route
+
+SERVER_OPTIONS = (
+    Option("log_level", "str", "info", choices=("debug", "info", "warning", "error"), help="logging threshold"),
+    Option("hostname", "str", None, help="host name used on the server's own stats (default: this machine's)"),
+    Option("stats_interval", "duration", 60.0, minimum=0.05, help="self-metrics period"),
+    Option("stats_prog_id", "str", "mondemand_server", help="prog_id of the self-metrics"),
+    Option("stats_channel", "address", None, help="also send self-metrics to this LWES host:port"),
+    Option("drain_timeout", "duration", 30.0, help="how long shutdown waits for each backend's queue"),
+)
+HTTP_OPTIONS = (
+    Option("address", "str", "127.0.0.1", help="bind address of the status/HTTP port (loopback by default)"),
+    Option("port", "port", 20602, help="port of /status and the plugins' HTTP resources; 0 = any free port"),
+)
+#: Keys every backend section accepts besides its type's own.
+RUNNER_OPTIONS = (
+    Option("type", "str", required=True),
+    Option("queue_size", "int", 100_000, minimum=1, help="events queued before this backend drops"),
+    Option("batch_size", "int", 1000, minimum=1, help="most events handed to the backend at once"),
+    Option("flush_interval", "duration", 1.0, minimum=0.01, help="period of the backend's flush"),
+    Option("backoff_min", "duration", 0.1, help="first wait before restarting a failed backend"),
+    Option("backoff_max", "duration", 30.0, help="longest wait between restarts"),
+)
+ROUTE_OPTIONS = (
+    Option("events", "list", required=True, help="event names, globs, or * for every event"),
+    Option("backends", "list", required=True, help="backend sections that receive the matching events"),
+    Option("listeners", "list", (), help="only events from these listeners (default: all)"),
+    Option("stop", "bool", False, help="later routes do not see events this route matched"),
+)
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(Exception):
+    """An invalid configuration; `problems` holds one line per mistake."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class PluginSection:
+    """A `[listener:NAME]` or `[backend:NAME]` section, validated against its type."""
+
+    kind: str
+    name: str
+    type_name: str
+    cls: type
+    options: dict[str, Any]
+    runner: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ServerConfig:
+    """Everything `routes.ini` says, validated."""
+
+    path: Path
+    server: dict[str, Any]
+    http: dict[str, Any] | None
+    listeners: dict[str, PluginSection]
+    backends: dict[str, PluginSection]
+    routes: list[Route]
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_config(path: str | os.PathLike[str], host: PluginHost) -> ServerConfig:
+    """Read and validate `path`; raises ConfigError listing every problem."""
+    path = Path(path)
+    parser = configparser.ConfigParser(
+        interpolation=None, inline_comment_prefixes=(";", "#"), default_section="__no_defaults__", strict=True
+    )
+    try:
+        with path.open(encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    except configparser.Error as exc:
+        raise ConfigError([f"{path}: {' '.join(str(exc).split())}"]) from None
+    return _Loader(path, parser, host).load()
+
+
+class _Loader:
+    def __init__(self, path: Path, parser: configparser.ConfigParser, host: PluginHost) -> None:
+        self.path = path
+        self.parser = parser
+        self.host = host
+        self.problems: list[str] = []
+
+    def problem(self, section: str, key: str | None, message: str) -> None:
+        where = f"[{section}] {key}" if key else f"[{section}]"
+        self.problems.append(f"{self.path.name}: {where}: {message}")
+
+    def raw(self, section: str) -> dict[str, str]:
+        values = {}
+        for key, value in self.parser.items(section):
+            values[key] = self.expand(section, key, value)
+        return values
+
+    def expand(self, section: str, key: str, value: str) -> str:
+        def sub(m: re.Match[str]) -> str:
+            if m.group(1) not in os.environ:
+                self.problem(section, key, f"environment variable {m.group(1)} is not set")
+                return ""
+            return os.environ[m.group(1)]
+
+        return _ENV.sub(sub, value)
+
+    def options(self, section: str, schema: tuple[Option, ...], raw: dict[str, str]) -> dict[str, Any]:
+        values, problems = parse_options(schema, raw)
+        for p in problems:
+            self.problem(section, p.key, p.message)
+        return values
+
+    def load(self) -> ServerConfig:
+        server: dict[str, Any] | None = None
+        http: dict[str, Any] | None = None
+        listeners: dict[str, PluginSection] = {}
+        backends: dict[str, PluginSection] = {}
+        routes: list[Route] = []
+        for section in self.parser.sections():
+            kind, sep, name = section.partition(":")
+            kind = kind.strip()
+            name = name.strip()
+            if kind in ("server", "http") and not sep:
+                values = self.options(section, SERVER_OPTIONS if kind == "server" else HTTP_OPTIONS, self.raw(section))
+                if kind == "server":
+                    server = values
+                else:
+                    http = values
+                continue
+            if kind not in ("listener", "backend", "route") or not sep:
+                self.problem(section, None, "unknown section; expected [server], [http], [listener:NAME], "
+                             "[backend:NAME] or [route:NAME]")
+                continue
+            if not _NAME.match(name):
+                self.problem(section, None, "names may hold only letters, digits, '_', '.' and '-'")
+                continue
+            if kind == "route":
+                values = self.options(section, ROUTE_OPTIONS, self.raw(section))
+                if values.get("events") is not None and values.get("backends") is not None:
+                    routes.append(Route(name, tuple(values["events"]), tuple(values["backends"]),
+                                        tuple(values["listeners"]), values["stop"]))
+                continue
+            parsed = self.plugin_section(section, kind, name)
+            if parsed is not None:
+                (listeners if kind == "listener" else backends)[name] = parsed
+
+        if server is None:
+            server = self.options("server", SERVER_OPTIONS, {})
+        if not server.get("hostname"):
+            server["hostname"] = socket.gethostname()
+        if not listeners:
+            self.problems.append(f"{self.path.name}: no [listener:NAME] section; the server would receive nothing")
+        warnings = self.check_routes(routes, listeners, backends)
+        if self.problems:
+            raise ConfigError(self.problems)
+        return ServerConfig(self.path, server, http, listeners, backends, routes, warnings)
+
+    def plugin_section(self, section: str, kind: str, name: str) -> PluginSection | None:
+        raw = self.raw(section)
+        types = self.host.listener_types if kind == "listener" else self.host.backend_types
+        type_name = raw.pop("type", "").strip()
+        if not type_name:
+            self.problem(section, "type", f"required option missing (known {kind} types: {', '.join(sorted(types))})")
+            return None
+        cls = types.get(type_name)
+        if cls is None:
+            self.problem(section, "type", f"unknown {kind} type {type_name!r} (known: {', '.join(sorted(types))})")
+            return None
+        runner: dict[str, Any] = {}
+        if kind == "backend":
+            common = {o.name for o in RUNNER_OPTIONS} - {"type"}
+            runner_raw = {k: raw.pop(k) for k in list(raw) if k in common}
+            runner = self.options(section, RUNNER_OPTIONS[1:], runner_raw)
+        options = self.options(section, tuple(getattr(cls, "options", ())), raw)
+        return PluginSection(kind, name, type_name, cls, options, runner)
+
+    def check_routes(
+        self, routes: list[Route], listeners: dict[str, PluginSection], backends: dict[str, PluginSection]
+    ) -> list[str]:
+        used: set[str] = set()
+        for route in routes:
+            section = f"route:{route.name}"
+            for b in route.backends:
+                if b not in backends:
+                    self.problem(section, "backends", f"no [backend:{b}] section")
+                used.add(b)
+            for lname in route.listeners:
+                if lname not in listeners:
+                    self.problem(section, "listeners", f"no [listener:{lname}] section")
+            if not route.events:
+                self.problem(section, "events", "empty")
+            if not route.backends:
+                self.problem(section, "backends", "empty")
+        if not routes:
+            self.problems.append(f"{self.path.name}: no [route:NAME] section; nothing would be delivered")
+        return [f"{self.path.name}: [backend:{b}] is not used by any route" for b in backends if b not in used]
+
+
+__all__ = ["ConfigError", "PluginSection", "ServerConfig", "load_config", "split_list"]

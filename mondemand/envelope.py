@@ -1,0 +1,123 @@
+"""`RawEvent`: one received datagram on its way through the router.
+
+Listeners wrap each datagram without decoding it; the router needs only the
+name (`peek_name`), and the backends that want the decoded event share one
+lazy decode. Receipt time and sender are kept beside the bytes and written
+into the event only when it is decoded or the bytes are forwarded with headers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mondemand.lwes import MAX_DECODE_SIZE, Event, LwesDecodeError, LwesType, add_headers, decode, read_headers
+from mondemand.lwes.codec import peek_name
+
+# Length byte + name bytes -> name; bounded, cleared when full.
+_NAMES: dict[bytes, str] = {}
+
+
+def _learn_name(data: bytes) -> str:
+    name = peek_name(data)  # raises LwesDecodeError for an unreadable name
+    if len(_NAMES) >= 4096:
+        _NAMES.clear()
+    _NAMES[data[: 1 + data[0]]] = name
+    return name
+
+
+class RawEvent:
+    """A datagram plus where and when it arrived.
+
+    `receipt_ms`, `sender_ip` and `sender_port` are what the listener saw; an
+    event that already carries the LWES header tail (one a forwarder passed
+    on) keeps its original values instead, as the C listener does.
+    """
+
+    __slots__ = ("_event", "_message", "data", "listener", "name", "receipt_ms", "sender_ip", "sender_port")
+
+    def __init__(
+        self,
+        data: bytes,
+        receipt_ms: int,
+        sender_ip: str,
+        sender_port: int,
+        listener: str = "",
+        name: str | None = None,
+    ) -> None:
+        if name is None:
+            # Names repeat: one slice and one lookup in the common case.
+            name = _NAMES.get(data[: 1 + data[0]] if data else b"")
+            if name is None:
+                name = _learn_name(data)
+        self.data = data
+        self.receipt_ms = receipt_ms
+        self.sender_ip = sender_ip
+        self.sender_port = sender_port
+        self.listener = listener
+        self.name = name
+        # _event and _message stay unset until first use (an unset slot
+        # raises AttributeError): two fewer stores per datagram.
+
+    @classmethod
+    def from_event(cls, event: Event, *, sender_ip: str = "127.0.0.1", sender_port: int = 0,
+                   listener: str = "internal") -> RawEvent:
+        """Wrap an event built in this process (self-metrics, re-injected aggregates)."""
+        from mondemand.lwes import encode
+
+        raw = cls(encode(event), int(time.time() * 1000), sender_ip, sender_port, listener, event.name)
+        return raw
+
+    @property
+    def event(self) -> Event:
+        """The decoded event with ReceiptTime/SenderIP/SenderPort set; decoded once, shared.
+
+        Raises `LwesDecodeError` for a malformed datagram (the error is cached too).
+        """
+        try:
+            ev = self._event
+        except AttributeError:
+            try:
+                # The listener bounded the size already (UDP: 65535; HTTP: max_body).
+                ev = decode(self.data, long_strings=True, max_size=max(len(self.data), MAX_DECODE_SIZE))
+            except LwesDecodeError as exc:
+                ev = exc
+            else:
+                if "ReceiptTime" not in ev.attrs:
+                    ev.attrs["ReceiptTime"] = (LwesType.INT64, self.receipt_ms)
+                    if _is_ipv4(self.sender_ip):
+                        ev.attrs["SenderIP"] = (LwesType.IP_ADDR, self.sender_ip)
+                    ev.attrs["SenderPort"] = (LwesType.UINT16, self.sender_port)
+            self._event = ev
+        if isinstance(ev, LwesDecodeError):
+            raise ev
+        return ev
+
+    @property
+    def message(self) -> Any:
+        """The typed MonDemand message (StatsMsg, LogMsg, ...) or None for other events; decoded once."""
+        try:
+            msg = self._message
+        except AttributeError:
+            from mondemand.messages import from_lwes
+
+            msg = from_lwes(self.event)
+            self._message = msg
+        return msg
+
+    def original_headers(self) -> tuple[int, str, int]:
+        """(ReceiptTime, SenderIP, SenderPort): from the datagram's own tail if it has one."""
+        tail = read_headers(self.data)
+        return tail if tail is not None else (self.receipt_ms, self.sender_ip, self.sender_port)
+
+    def with_headers(self) -> bytes:
+        """The datagram with the header attributes appended (unchanged if it carries them)."""
+        ip = self.sender_ip if _is_ipv4(self.sender_ip) else "0.0.0.0"
+        return add_headers(self.data, self.receipt_ms, ip, self.sender_port)
+
+    def __repr__(self) -> str:
+        return f"RawEvent({self.name!r}, {len(self.data)} bytes from {self.sender_ip}:{self.sender_port})"
+
+
+def _is_ipv4(address: str) -> bool:
+    return address.count(".") == 3 and ":" not in address
