@@ -1,0 +1,78 @@
+"""`print` backend: one line per decoded event, to stdout or a file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from mondemand.envelope import RawEvent
+from mondemand.hookspecs import hookimpl
+from mondemand.options import Option
+from mondemand.plugin_api import Backend
+
+
+def format_text(raw: RawEvent) -> str:
+    """`<receipt time> <sender> <name> key=value ...` on one line."""
+    ms, ip, port = raw.original_headers()
+    when = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    skip = ("ReceiptTime", "SenderIP", "SenderPort")
+    attrs = " ".join(f"{k}={v!r}" if isinstance(v, str) and (" " in v or not v) else f"{k}={v}"
+                     for k, v in raw.event.to_dict().items() if k not in skip)
+    return f"{when} {ip}:{port} {raw.name} {attrs}"
+
+
+def format_json(raw: RawEvent) -> str:
+    """One JSON object: name, attrs, receipt_time, sender."""
+    ms, ip, port = raw.original_headers()
+    return json.dumps(
+        {"name": raw.name, "attrs": raw.event.to_dict(), "receipt_time": ms, "sender": f"{ip}:{port}",
+         "listener": raw.listener},
+        ensure_ascii=False, default=str,
+    )
+
+
+class PrintBackend(Backend):
+    """Write every event it receives as a line of text or JSON."""
+
+    type_name = "print"
+    needs = "event"
+    options = (
+        Option("path", "str", "-", help="file to append to; - for standard output"),
+        Option("format", "str", "text", choices=("text", "json")),
+    )
+
+    def start(self) -> None:
+        self._format = format_json if self.config["format"] == "json" else format_text
+        self._out: IO[str] = self._open()
+        self.lines = 0
+
+    def _open(self) -> IO[str]:
+        path = self.config["path"]
+        return sys.stdout if path == "-" else open(path, "a", encoding="utf-8")
+
+    def handle(self, batch: list[RawEvent]) -> None:
+        self._out.write("".join(self._format(raw) + "\n" for raw in batch))
+        self.lines += len(batch)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def reopen(self) -> None:
+        if self._out is not sys.stdout:
+            self._out.close()
+            self._out = self._open()
+
+    def close(self) -> None:
+        self._out.flush()
+        if self._out is not sys.stdout:
+            self._out.close()
+
+    def counters(self) -> dict[str, Any]:
+        return {"lines": self.lines}
+
+
+@hookimpl
+def register_backend_types(register) -> None:
+    register("print", PrintBackend)
