@@ -1,0 +1,353 @@
+"""`lwes-udp`: receive LWES datagrams over UDP, unicast or multicast.
+
+One thread per listener blocks in `poll()` on the socket and a wake-up pipe,
+then drains the non-blocking socket with `recvfrom` until it would block. That
+path empties a full receive buffer several times faster than asyncio's
+datagram protocol, and the large receive buffer (SO_RCVBUFFORCE when the
+process may use it) absorbs bursts while the thread is busy.
+
+Each datagram becomes a `RawEvent` stamped with its receipt time and sender;
+one whose name cannot be read is counted as `malformed` and dropped, and an
+exception from `deliver` is counted as an error and logged (rate-limited):
+bad input never ends the receiving thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import math
+import os
+import select
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mondemand.listeners.errors import ListenerError
+
+from mondemand.envelope import RawEvent
+from mondemand.hookspecs import hookimpl
+from mondemand.lwes import LwesDecodeError
+from mondemand.options import Option
+from mondemand.plugin_api import Listener, ServerContext
+from mondemand.transport import is_multicast, resolve
+
+# Linux values that Python 3.11 does not export.
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
+
+#: Datagrams read in one drain before the thread checks the wake-up pipe again.
+MAX_BURST = 4096
+#: At most one logged error line per listener in this many seconds.
+ERROR_LOG_INTERVAL = 10.0
+#: How long `stop` waits for the receiving thread.
+STOP_TIMEOUT = 5.0
+
+MalformedHook = Callable[[bytes, str, int, LwesDecodeError], None]
+
+
+def _check_ipv4(value: str) -> None:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ValueError("expected an IPv4 address such as 127.0.0.1") from None
+
+
+def _check_ttl(value: int) -> None:
+    if not 0 <= value <= 255:
+        raise ValueError("expected a TTL of 0..255")
+
+
+def _check_datagram(value: int) -> None:
+    if not 1 <= value <= 65535:
+        raise ValueError("expected 1..65535 bytes")
+
+
+def plain_ip(ip: str) -> str:
+    """An IPv4-mapped IPv6 address (::ffff:a.b.c.d) as plain a.b.c.d; anything else unchanged."""
+    if ip[:7].lower() == "::ffff:" and "." in ip:
+        return ip[7:]
+    return ip
+
+
+class LwesUdpListener(Listener):
+    """Receive LWES events on a UDP port, unicast or (for a 224.0.0.0/4 address) multicast.
+
+    `on_malformed`, when set, is called from the receiving thread with
+    (data, sender_ip, sender_port, error) for every datagram whose name is
+    unreadable (mondemand-dump uses it to show them).
+    """
+
+    type_name = "lwes-udp"
+    options = (
+        Option("address", "str", "0.0.0.0", help="address to bind; a 224.0.0.0/4 group is joined (multicast)"),
+        Option("port", "port", 20402, help="UDP port; 0 picks a free one"),
+        Option("interface", "str", "0.0.0.0", check=_check_ipv4,
+               help="IPv4 address of the interface to join the multicast group on"),
+        Option("ttl", "int", 1, check=_check_ttl, help="IP_MULTICAST_TTL of the socket (multicast only)"),
+        Option("reuse_port", "bool", True, help="set SO_REUSEPORT so that several sockets can share the port"),
+        Option("receive_buffer", "size", 16 << 20, minimum=0,
+               help="receive buffer to ask for (SO_RCVBUFFORCE when permitted); 0 keeps the system default"),
+        Option("max_datagram", "size", 65535, check=_check_datagram,
+               help="largest datagram read; longer ones are truncated"),
+    )
+
+    def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
+        super().__init__(name, config, context)
+        settings = {opt.name: opt.default for opt in self.options} | self.config
+        self.address: str = str(settings["address"]).strip("[]")
+        self.port: int = int(settings["port"])
+        self.interface: str = str(settings["interface"])
+        self.ttl: int = int(settings["ttl"])
+        self.reuse_port: bool = bool(settings["reuse_port"])
+        self.receive_buffer: int = int(settings["receive_buffer"])
+        self.max_datagram: int = int(settings["max_datagram"])
+        self.family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        self.multicast = self.family == socket.AF_INET and is_multicast(self.address)
+        self.on_malformed: MalformedHook | None = None
+        #: SO_RCVBUF as the kernel reports it after start (Linux reports twice the usable size).
+        self.receive_buffer_granted = 0
+        self.received = 0
+        self.malformed = 0
+        self.errors = 0
+        self.bytes = 0
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._wake_r = -1
+        self._wake_w = -1
+        self._bound: tuple[str, int] | None = None
+        self._stopping = False
+        self._last_error_log = -math.inf
+        self._suppressed = 0
+
+    # -- life cycle -----------------------------------------------------------
+
+    def start(self, deliver: Callable[[list[RawEvent]], None]) -> None:
+        """Open, bind (and join) the socket, then start the receiving thread; ListenerError when that fails."""
+        if self._thread is not None:
+            raise RuntimeError(f"listener {self.name!r} is already started")
+        sock = self._open_socket()
+        try:
+            wake_r, wake_w = os.pipe()
+        except OSError:
+            sock.close()
+            raise
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        self._sock, self._wake_r, self._wake_w = sock, wake_r, wake_w
+        self._bound = tuple(sock.getsockname()[:2])  # type: ignore[assignment]
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._run, args=(sock, wake_r, deliver), name=f"listener-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Wake the receiving thread, wait for it to end, then close the socket."""
+        self._stopping = True
+        thread, self._thread = self._thread, None
+        if self._wake_w >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
+        alive = False
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(STOP_TIMEOUT)
+            alive = thread.is_alive()
+            if alive:
+                self.log.warning("listener %s: receiving thread still busy after %.0f s", self.name, STOP_TIMEOUT)
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if not alive:  # a thread still polling keeps its pipe, so that the descriptors are not reused under it
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+        self._wake_r = self._wake_w = -1
+
+    # -- description and counters ---------------------------------------------
+
+    @property
+    def bound_address(self) -> tuple[str, int]:
+        """(host, port) the socket is bound to: the real port after `start`, the configured one before."""
+        return self._bound if self._bound is not None else (self.address, self.port)
+
+    def describe(self) -> str:
+        """udp://host:port, or udp+multicast://group:port@interface."""
+        host, port = self.bound_address
+        if self.multicast:
+            return f"udp+multicast://{host}:{port}@{self.interface}"
+        if ":" in host:
+            return f"udp://[{host}]:{port}"
+        return f"udp://{host}:{port}"
+
+    def counters(self) -> dict[str, float]:
+        """received (every datagram read), malformed, errors and bytes."""
+        return {"received": self.received, "malformed": self.malformed, "errors": self.errors, "bytes": self.bytes}
+
+    # -- the socket -------------------------------------------------------------
+
+    def _open_socket(self) -> socket.socket:
+        where = self.describe()
+        host = self.address
+        if self.family == socket.AF_INET:
+            try:
+                host = resolve(self.address)
+            except OSError as exc:
+                raise ListenerError(self.name, where, f"cannot resolve {self.address!r}: {exc}") from None
+        try:
+            sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise ListenerError(self.name, where, f"cannot create a UDP socket: {exc}") from None
+        try:
+            self._configure(sock, host, where)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _configure(self, sock: socket.socket, host: str, where: str) -> None:
+        step = "set socket options"
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.reuse_port and hasattr(socket, "SO_REUSEPORT"):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if self.family == socket.AF_INET6:
+                with contextlib.suppress(OSError):  # also receive IPv4, as ::ffff:a.b.c.d
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            self._set_receive_buffer(sock)
+            if self.multicast:
+                if sys.platform.startswith("linux"):
+                    # Only this group's traffic, not every group joined on the port by anyone.
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.ttl)
+            step = "bind"
+            sock.bind((host, self.port))
+            if self.multicast:
+                step = f"join group {host} on interface {self.interface}"
+                mreq = socket.inet_aton(host) + socket.inet_aton(self.interface)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            sock.setblocking(False)
+        except OSError as exc:
+            reason = f"cannot {step}: {exc.strerror or exc}"
+            if self.multicast and step.startswith("join") and self.interface == "0.0.0.0":
+                reason += " (set `interface` to the IPv4 address of the interface to join on, e.g. 127.0.0.1)"
+            raise ListenerError(self.name, where, reason) from None
+
+    def _set_receive_buffer(self, sock: socket.socket) -> None:
+        want = self.receive_buffer
+        how = "system default"
+        if want > 0:
+            how = "SO_RCVBUF"
+            if sys.platform.startswith("linux"):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, want)
+                    how = "SO_RCVBUFFORCE"
+                except OSError:  # EPERM without CAP_NET_ADMIN: capped by net.core.rmem_max
+                    pass
+            if how == "SO_RCVBUF":
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, want)
+                except OSError as exc:
+                    self.log.warning("listener %s: cannot set SO_RCVBUF to %d: %s", self.name, want, exc)
+        granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        self.receive_buffer_granted = granted
+        hint = ""
+        if want > 0 and granted < want:
+            hint = " (less than asked: raise net.core.rmem_max or run with CAP_NET_ADMIN)"
+        self.log.info("listener %s: receive buffer %d bytes granted, %d asked via %s%s",
+                      self.name, granted, want, how, hint)
+
+    # -- the receiving thread ---------------------------------------------------
+
+    def _run(self, sock: socket.socket, wake_fd: int, deliver: Callable[[list[RawEvent]], None]) -> None:
+        poller = select.poll()
+        sock_fd = sock.fileno()
+        poller.register(sock_fd, select.POLLIN)
+        poller.register(wake_fd, select.POLLIN)
+        while not self._stopping:
+            ready = poller.poll()
+            if self._stopping:
+                return
+            for fd, flags in ready:
+                if fd == wake_fd:
+                    return
+                if flags & select.POLLNVAL:
+                    self.log.error("listener %s: socket closed under the receiving thread", self.name)
+                    return
+            try:
+                self._drain(sock, deliver)
+            except OSError as exc:
+                if self._stopping:
+                    return
+                self.errors += 1
+                self._log_error("receive failed", exc)
+            except Exception as exc:  # a safety net: the thread must keep receiving
+                self.errors += 1
+                self._log_error("unexpected error", exc)
+
+    def _drain(self, sock: socket.socket, deliver: Callable[[list[RawEvent]], None]) -> None:
+        """Read up to MAX_BURST datagrams, until the socket would block, and deliver them as one batch."""
+        recvfrom = sock.recvfrom
+        size = self.max_datagram
+        name = self.name
+        mapped = self.family == socket.AF_INET6
+        clock = time.time
+        received = nbytes = 0
+        batch: list[RawEvent] = []
+        append = batch.append
+        try:
+            for _ in range(MAX_BURST):
+                try:
+                    data, addr = recvfrom(size)
+                except BlockingIOError:
+                    break
+                received += 1
+                nbytes += len(data)
+                ip = plain_ip(addr[0]) if mapped else addr[0]
+                try:
+                    append(RawEvent(data, int(clock() * 1000), ip, addr[1], name))
+                except LwesDecodeError as exc:
+                    self.malformed += 1
+                    if self.on_malformed is not None:
+                        self._report_malformed(data, ip, addr[1], exc)
+        finally:
+            self.received += received
+            self.bytes += nbytes
+            if batch:
+                try:
+                    deliver(batch)
+                except Exception as exc:
+                    self.errors += 1
+                    self._log_error(f"delivering {len(batch)} events failed", exc)
+
+    def _report_malformed(self, data: bytes, ip: str, port: int, exc: LwesDecodeError) -> None:
+        hook = self.on_malformed
+        if hook is None:
+            return
+        try:
+            hook(data, ip, port, exc)
+        except Exception as hook_exc:
+            self.errors += 1
+            self._log_error("on_malformed hook failed", hook_exc)
+
+    def _log_error(self, what: str, exc: BaseException) -> None:
+        """Log at most one line per ERROR_LOG_INTERVAL; the others are counted in the next line."""
+        now = time.monotonic()
+        if now - self._last_error_log < ERROR_LOG_INTERVAL:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more errors not logged)" if self._suppressed else ""
+        self._last_error_log = now
+        self._suppressed = 0
+        self.log.error("listener %s: %s: %r%s", self.name, what, exc, more, exc_info=exc)
+
+
+@hookimpl
+def register_listener_types(register: Callable[[str, type], None]) -> None:
+    """Register the `lwes-udp` listener type."""
+    register("lwes-udp", LwesUdpListener)
