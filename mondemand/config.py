@@ -82,6 +82,8 @@ class ServerConfig:
     backends: dict[str, PluginSection]
     routes: list[Route]
     warnings: list[str] = field(default_factory=list)
+    #: Plugin-declared sections (`register_section_types`): kind -> NAME -> validated options.
+    sections: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 def load_config(path: str | os.PathLike[str], host: PluginHost) -> ServerConfig:
@@ -138,6 +140,7 @@ class _Loader:
         listeners: dict[str, PluginSection] = {}
         backends: dict[str, PluginSection] = {}
         routes: list[Route] = []
+        sections: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in self.host.section_types}
         for section in self.parser.sections():
             kind, sep, name = section.partition(":")
             kind = kind.strip()
@@ -149,12 +152,17 @@ class _Loader:
                 else:
                     http = values
                 continue
-            if kind not in ("listener", "backend", "route") or not sep:
+            known = ("listener", "backend", "route", *self.host.section_types)
+            if kind not in known or not sep:
+                extra = "".join(f", [{k}:NAME]" for k in sorted(self.host.section_types))
                 self.problem(section, None, "unknown section; expected [server], [http], [listener:NAME], "
-                             "[backend:NAME] or [route:NAME]")
+                             f"[backend:NAME], [route:NAME]{extra}")
                 continue
             if not _NAME.match(name):
                 self.problem(section, None, "names may hold only letters, digits, '_', '.' and '-'")
+                continue
+            if kind in self.host.section_types:
+                sections[kind][name] = self.options(section, self.host.section_types[kind], self.raw(section))
                 continue
             if kind == "route":
                 values = self.options(section, ROUTE_OPTIONS, self.raw(section))
@@ -175,7 +183,7 @@ class _Loader:
         warnings = self.check_routes(routes, listeners, backends)
         if self.problems:
             raise ConfigError(self.problems)
-        return ServerConfig(self.path, server, http, listeners, backends, routes, warnings)
+        return ServerConfig(self.path, server, http, listeners, backends, routes, warnings, sections)
 
     def plugin_section(self, section: str, kind: str, name: str) -> PluginSection | None:
         raw = self.raw(section)

@@ -27,6 +27,15 @@ def register_backend_types(register: Callable[[str, type], None]) -> None:
 
 
 @hookspec
+def register_section_types(register: Callable[[str, tuple[Any, ...]], None]) -> None:
+    """Call `register(kind, options)` so that `routes.ini` accepts `[kind:NAME]` sections validated by `options`.
+
+    The validated sections reach plugins as `ServerContext.sections[kind][NAME]`
+    (the alerts plugin declares `[alert:NAME]` this way).
+    """
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add click subcommands to the `mondemand` command group."""
 

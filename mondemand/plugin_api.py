@@ -30,6 +30,8 @@ class ServerContext:
     hostname: str = "localhost"
     config_dir: Path = field(default_factory=Path.cwd)
     http_routes: dict[str, Callable[[str, Mapping[str, str]], tuple[int, Any]]] = field(default_factory=dict)
+    #: Plugin-declared `routes.ini` sections, validated: kind -> NAME -> options (e.g. sections["alert"]).
+    sections: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
 
 
 class Backend:

@@ -43,6 +43,7 @@ class PluginHost:
     pm: pluggy.PluginManager = field(default_factory=lambda: _new_manager())
     listener_types: dict[str, type] = field(default_factory=dict)
     backend_types: dict[str, type] = field(default_factory=dict)
+    section_types: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     problems: list[PluginProblem] = field(default_factory=list)
     origins: dict[str, str] = field(default_factory=dict)
 
@@ -86,6 +87,7 @@ class PluginHost:
         """Call the register hooks of each plugin separately and gather the types."""
         self._collect("register_listener_types", self.listener_types, "listener")
         self._collect("register_backend_types", self.backend_types, "backend")
+        self._collect("register_section_types", self.section_types, "section")
 
     def notify(self, hook: str, **kwargs: Any) -> None:
         """Call a lifecycle hook on every plugin, isolating failures."""
@@ -95,11 +97,11 @@ class PluginHost:
             except Exception as exc:
                 self._problem(impl.plugin_name, f"{hook} raised {exc!r}")
 
-    def _collect(self, hook: str, registry: dict[str, type], kind: str) -> None:
+    def _collect(self, hook: str, registry: dict[str, Any], kind: str) -> None:
         for impl in getattr(self.pm.hook, hook).get_hookimpls():
             plugin = impl.plugin_name
 
-            def register(type_name: str, cls: type, plugin: str = plugin) -> None:
+            def register(type_name: str, cls: Any, plugin: str = plugin) -> None:
                 previous = self.origins.get(f"{kind}:{type_name}")
                 if previous is not None and previous != plugin:
                     self._problem(plugin, f"{kind} type {type_name!r} is already provided by {previous}; ignored")

@@ -35,7 +35,8 @@ class Server:
         self.host = host
         self.started_at = time.time()
         self.context = ServerContext(
-            inject=self.inject, hostname=config.server["hostname"], config_dir=config.path.parent.resolve()
+            inject=self.inject, hostname=config.server["hostname"], config_dir=config.path.parent.resolve(),
+            sections=config.sections,
         )
         self.runners: dict[str, BackendRunner] = {}
         for name, section in config.backends.items():
