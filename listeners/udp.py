@@ -212,7 +212,10 @@ class LwesUdpListener(Listener):
     def _configure(self, sock: socket.socket, host: str, where: str) -> None:
         step = "set socket options"
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.multicast or self.reuse_port:
+                # Linux lets every UDP socket with SO_REUSEADDR bind one unicast port and hands
+                # all its traffic to the newest, so a unicast port is shared only when asked.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if self.reuse_port and hasattr(socket, "SO_REUSEPORT"):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if self.family == socket.AF_INET6:

@@ -61,17 +61,22 @@ def main(config_path: str, check: bool, no_plugins: bool) -> None:
     )
     server = Server(config, host)
     stop = threading.Event()
+    reopen = threading.Event()
+    # Handlers only set flags; the main loop does the work, never inside a signal handler.
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: server.reopen())
+    signal.signal(signal.SIGHUP, lambda *_: reopen.set())
     try:
         server.start()
     except ServerStartError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     logging.getLogger("mondemand.server").info("mondemand-server running (%s)", config_path)
-    while not stop.wait(3600):
-        pass
+    while not stop.wait(0.2):
+        if reopen.is_set():
+            reopen.clear()
+            logging.getLogger("mondemand.server").info("SIGHUP: reopening files")
+            server.reopen()
     logging.getLogger("mondemand.server").info("stopping: draining backends")
     server.stop()
     logging.getLogger("mondemand.server").info("stopped")
