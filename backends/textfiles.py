@@ -1,0 +1,176 @@
+"""What the stats_file and log_file backends share: dated paths, TSV fields, a cache of open files.
+
+Both write tab-separated lines to `<root>/YYYY/MM/DD/<prog_id>/<host>` (UTC
+date). prog_id and host come from the wire, so each goes through
+`mondemand.safepath.safe_name` (docs/files.md, "Names from the wire"). Lines
+are gathered per file during a batch and written with one `write` per file
+at the end of it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from mondemand.backends.filecache import FileCache
+
+from mondemand.options import Option
+from mondemand.plugin_api import Backend
+from mondemand.runner import RateLimitedLog
+from mondemand.safepath import UnsafePathError, join_under
+
+#: Milliseconds since the epoch accepted as a timestamp: 1970-01-01 up to the end of year 9999.
+MAX_TIME_MS = 253_402_300_800_000
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_SPECIAL = frozenset("\\\t\n\r")
+_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+_PATH_CACHE_MAX = 10_000
+
+
+def escape_field(text: str) -> str:
+    """`text` with backslash, TAB, LF and CR written as \\\\, \\t, \\n, \\r, so that a field stays one field."""
+    if _SPECIAL.isdisjoint(text):
+        return text
+    return text.translate(_ESCAPES)
+
+
+def unescape_field(text: str) -> str:
+    """The inverse of `escape_field` (for readers of the files)."""
+    if "\\" not in text:
+        return text
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text) and text[i + 1] in _UNESCAPES:
+            out.append(_UNESCAPES[text[i + 1]])
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def format_context(context: Mapping[str, str], delimiter: str) -> str:
+    """`k=v` pairs in the order given, joined by `delimiter`, each escaped."""
+    return escape_field(delimiter.join(f"{k}={v}" for k, v in context.items()))
+
+
+def valid_ms(value: Any) -> bool:
+    """True for an int that is a usable time in ms (after 1970, before year 10000)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < MAX_TIME_MS
+
+
+class DayClock:
+    """Seconds -> ("YYYY", "MM", "DD") and "YYYY/MM/DD HH:MM:SS" (UTC), remembering the last second asked."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value: tuple[tuple[str, str, str], str] = (("", "", ""), "")
+
+    def __call__(self, seconds: int) -> tuple[tuple[str, str, str], str]:
+        if seconds != self._second:
+            t = time.gmtime(seconds)
+            day = (f"{t.tm_year:04d}", f"{t.tm_mon:02d}", f"{t.tm_mday:02d}")
+            stamp = f"{day[0]}/{day[1]}/{day[2]} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+            self._second, self._value = seconds, (day, stamp)
+        return self._value
+
+
+class DatedTextBackend(Backend):
+    """Base of stats_file and log_file: subclasses turn a batch into `add_line` calls."""
+
+    needs: ClassVar[str] = "message"
+    options = (
+        Option("root", "str", required=True, help="directory of the YYYY/MM/DD tree (relative: to the working "
+               "directory)"),
+        Option("context_delimiter", "str", "-", help="text between the k=v context pairs of a line"),
+        Option("idle_timeout", "duration", 60.0, minimum=0.0, help="close a file not written for this long"),
+        Option("max_open_files", "int", 256, minimum=1, help="most files kept open at once"),
+    )
+
+    def start(self) -> None:
+        self.root = Path(self.config["root"]).absolute()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.delimiter: str = self.config.get("context_delimiter") or ""
+        self.files = FileCache(self.config.get("idle_timeout", 60.0), self.config.get("max_open_files", 256))
+        self.clock = DayClock()
+        self._paths: dict[tuple[str, str, str, str, str], Path | None] = {}
+        self._pending: dict[Path, list[str]] = {}
+        self._ratelog = RateLimitedLog(self.log)
+        self.lines_written = 0
+        self.lines_dropped = 0
+        self.write_errors = 0
+        self.path_errors = 0
+        self.skipped_events = 0
+        self.reopens = 0
+
+    def path_for(self, day: tuple[str, str, str], prog_id: str, host: str) -> Path | None:
+        """`<root>/YYYY/MM/DD/<prog_id>/<host>` with both names made safe; None (logged) if it would escape."""
+        key = (*day, prog_id, host)
+        path = self._paths.get(key, False)
+        if path is False:
+            try:
+                path = join_under(self.root, *day, prog_id, host)
+            except UnsafePathError as exc:
+                self.path_errors += 1
+                self._ratelog.error("path", "%s: refusing to write outside the root: %s", self.name, exc)
+                path = None
+            if len(self._paths) >= _PATH_CACHE_MAX:
+                self._paths.clear()
+            self._paths[key] = path
+        return path  # type: ignore[return-value]
+
+    def add_line(self, path: Path | None, line: str) -> None:
+        """Queue one line (without its newline) for `path`; written at the end of the batch."""
+        if path is None:
+            self.lines_dropped += 1
+            return
+        lines = self._pending.get(path)
+        if lines is None:
+            self._pending[path] = [line]
+        else:
+            lines.append(line)
+
+    def write_pending(self) -> None:
+        """One write per file for everything queued; a file that fails loses only its own lines (counted)."""
+        pending, self._pending = self._pending, {}
+        for path, lines in pending.items():
+            text = "\n".join(lines) + "\n"
+            try:
+                data = text.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                data = text.encode("utf-8", "backslashreplace")
+            try:
+                self.files.append(path, data)
+            except OSError as exc:
+                self.write_errors += 1
+                self.lines_dropped += len(lines)
+                self._ratelog.error("write", "%s: cannot write %s: %s", self.name, path, exc)
+                continue
+            self.lines_written += len(lines)
+
+    def flush(self) -> None:
+        self.files.close_idle()
+
+    def reopen(self) -> None:
+        self.files.reopen()
+        self.reopens += 1
+
+    def close(self) -> None:
+        self.write_pending()
+        self.files.close()
+
+    def counters(self) -> dict[str, float]:
+        return {
+            "lines_written": self.lines_written,
+            "lines_dropped": self.lines_dropped,
+            "write_errors": self.write_errors,
+            "path_errors": self.path_errors,
+            "skipped_events": self.skipped_events,
+            "reopens": self.reopens,
+            "open_files": len(self.files),
+        }
