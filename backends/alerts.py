@@ -1,0 +1,346 @@
+"""`alerts` backend: evaluate `[alert:NAME]` rules on routed messages and notify.
+
+Route StatsMsg events to it (and any other MonDemand messages: every message
+counts as a sign of life for `not_seen` rules). `handle` feeds each matching
+metric to its rules; `flush`, called every `flush_interval`, checks windows,
+silences and reminders. Each transition is written to the state file
+(atomically) before its notifications are queued, so a restart neither loses
+a firing alert nor notifies it twice. Notifications go through one
+`NotifierWorker` per notifier: handling never waits for SMTP or HTTP.
+The current state is served at `/alerts` on the server's HTTP port.
+See docs/alerts.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mondemand.envelope import RawEvent
+from mondemand.hookspecs import hookimpl
+from mondemand.messages import StatsMsg
+from mondemand.options import Option
+from mondemand.plugin_api import Backend
+
+from .alert_rules import NOT_SEEN, STATS, RuleError, RuleState, Transition, rule_from_options
+from .notifiers import NOTIFIER_OPTIONS, NotifierWorker, build_notifier
+
+__all__ = ["ALERT_OPTIONS", "NOTIFIER_OPTIONS", "AlertConfigError", "AlertsBackend"]
+
+STATE_VERSION = 1
+
+#: Keys of an `[alert:NAME]` section; combinations are checked when the backend starts.
+ALERT_OPTIONS = (
+    Option("metric", "str", required=True, help="PROG_ID:NAME (globs allowed), or PROG_ID for not_seen"),
+    Option("host", "str", "*", help="host glob"),
+    Option("context", "list", (), help="key=glob context filters, all of which must match"),
+    Option("stat", "str", "auto", choices=STATS,
+           help="number compared: auto (gauge value, counter rate/s, statset avg), value, rate or a statset field"),
+    Option("above", "float", None, help="fire when the value is over this"),
+    Option("below", "float", None, help="fire when the value is under this"),
+    Option("clear_above", "float", None, help="an above alert clears at or under this (default above - hysteresis)"),
+    Option("clear_below", "float", None, help="a below alert clears at or over this (default below + hysteresis)"),
+    Option("hysteresis", "float", 0.0, minimum=0, help="distance from the limit a value must return to clear"),
+    Option("window", "duration", 0.0, minimum=0, help="how long the condition must hold (all) or averaging span (avg)"),
+    Option("window_mode", "str", "all", choices=("all", "avg"), help="all: every value over the window; avg: mean"),
+    Option("clear_window", "duration", 0.0, minimum=0, help="how long the clear condition must hold"),
+    Option("no_data", "duration", None, minimum=0.001, help="stopped working: a matching series silent this long"),
+    Option("not_seen", "duration", None, minimum=0.001,
+           help="stopped responding: nothing from the prog_id on a host this long"),
+    Option("notify", "list", (), help="[notifier:NAME] sections to tell"),
+    Option("repeat", "duration", 0.0, minimum=0, help="remind this often while firing; 0 = never"),
+    Option("max_series", "int", 10_000, minimum=1, help="most series one rule tracks"),
+)
+
+
+class AlertConfigError(Exception):
+    """Alert or notifier sections that cannot work together; one line per problem, naming section and key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def payload(transition: Transition, server: str) -> dict[str, Any]:
+    """The JSON document a notifier sends for `transition`."""
+    return {
+        "alert": transition.rule,
+        "state": transition.state,
+        "previous": transition.previous,
+        "repeat": transition.repeat,
+        "condition": transition.condition,
+        "summary": transition.summary,
+        "value": transition.value,
+        "series": dict(transition.labels),
+        "time": round(transition.time, 3),
+        "time_iso": _iso(transition.time),
+        "since": round(transition.since, 3),
+        "server": server,
+    }
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class AlertsBackend(Backend):
+    """Evaluate alert rules on StatsMsg traffic and send notifications on each change of state."""
+
+    type_name = "alerts"
+    needs = "message"
+    options = (
+        Option("state_file", "str", "", help="JSON file keeping alert states across restarts (relative to the "
+                                             "config directory); empty: states start over on restart"),
+        Option("rules", "list", (), help="[alert:NAME] sections this backend evaluates (default: all)"),
+        Option("http_path", "str", "/alerts", help="path of the state document on the [http] port"),
+        Option("forget_after", "duration", 86_400.0, minimum=1,
+               help="an ok above/below series silent this long is forgotten"),
+        Option("shutdown_timeout", "duration", 10.0, minimum=0, help="how long close waits for pending notifications"),
+    )
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        now = time.time()
+        self._lock = threading.Lock()
+        self.transitions = 0
+        self.state_writes = 0
+        self.state_errors = 0
+        sections = self.context.sections
+        alerts: Mapping[str, Mapping[str, Any]] = sections.get("alert", {})
+        notifier_sections: Mapping[str, Mapping[str, Any]] = sections.get("notifier", {})
+        problems: list[str] = []
+        wanted = list(self.config["rules"]) or list(alerts)
+        for name in wanted:
+            if name not in alerts:
+                problems.append(f"[backend:{self.name}] rules: no [alert:{name}] section")
+        self.workers: dict[str, NotifierWorker] = {}
+        for name, options in notifier_sections.items():
+            try:
+                notifier = build_notifier(name, options, self.context.config_dir)
+            except RuleError as exc:
+                problems.append(f"[notifier:{name}] {exc.key}: {exc.message}")
+                continue
+            self.workers[name] = NotifierWorker.for_options(notifier, options)
+        self.rules: dict[str, RuleState] = {}
+        for name in wanted:
+            if name not in alerts:
+                continue
+            try:
+                rule = rule_from_options(name, alerts[name])
+            except RuleError as exc:
+                problems.append(f"[alert:{name}] {exc.key}: {exc.message}")
+                continue
+            for target in rule.notify:
+                if target not in notifier_sections:
+                    problems.append(f"[alert:{name}] notify: no [notifier:{target}] section")
+            self.rules[name] = RuleState(rule, now, self.config["forget_after"])
+        if problems:
+            raise AlertConfigError(problems)
+        if not self.rules:
+            self.log.warning("alerts backend %s has no [alert:NAME] rules to evaluate", self.name)
+        self._metric_rules = [r for r in self.rules.values() if r.rule.kind != NOT_SEEN]
+        self._source_rules = [r for r in self.rules.values() if r.rule.kind == NOT_SEEN]
+        path = self.config["state_file"]
+        self.state_path = (self.context.config_dir / path) if path else None
+        self._load_state()
+        for worker in self.workers.values():
+            worker.start()
+        self.context.http_routes[self.config["http_path"]] = self.http_get
+
+    def handle(self, batch: list[RawEvent]) -> None:
+        out: list[Transition] = []
+        with self._lock:
+            for raw in batch:
+                msg = raw.message
+                prog_id, host = getattr(msg, "prog_id", None), getattr(msg, "host", None)
+                if not isinstance(prog_id, str) or not isinstance(host, str):
+                    continue
+                t = raw.receipt_ms / 1000.0
+                for state in self._source_rules:
+                    if state.rule.selector.matches_source(prog_id, host):
+                        out += state.seen(prog_id, host, t)
+                if not isinstance(msg, StatsMsg):
+                    continue
+                for state in self._metric_rules:
+                    if not state.rule.selector.matches_source(prog_id, host):
+                        continue
+                    for metric in msg.metrics:
+                        out += state.observe(prog_id, host, metric.name, msg.context, metric.type.value,
+                                             metric.value, t)
+            self._commit(out)
+
+    def flush(self) -> None:
+        now = time.time()
+        with self._lock:
+            out: list[Transition] = []
+            for state in self.rules.values():
+                out += state.tick(now)
+            self._commit(out, periodic=True)
+
+    def close(self) -> None:
+        with self._lock:
+            if any(state.dirty for state in self.rules.values()):
+                self._save_state()
+        for worker in self.workers.values():
+            worker.close(self.config["shutdown_timeout"])
+        if self.context.http_routes.get(self.config["http_path"]) == self.http_get:
+            del self.context.http_routes[self.config["http_path"]]
+
+    def counters(self) -> dict[str, float]:
+        values: dict[str, float] = {
+            "rules": len(self.rules),
+            "firing": sum(state.firing for state in self.rules.values()),
+            "series": sum(len(state.series) for state in self.rules.values()),
+            "series_overflow": sum(state.overflow for state in self.rules.values()),
+            "transitions": self.transitions,
+            "state_writes": self.state_writes,
+            "state_errors": self.state_errors,
+        }
+        for key in ("sent", "failed", "retried", "dropped"):
+            values[f"notify_{key}"] = sum(w.counters()[key] for w in self.workers.values())
+        return values
+
+    # -- transitions ---------------------------------------------------------------
+
+    def _commit(self, transitions: list[Transition], periodic: bool = False) -> None:
+        """Persist (on any change, or new series at a periodic flush), then queue the notifications."""
+        if transitions or (periodic and any(state.dirty for state in self.rules.values())):
+            self._save_state()
+        for transition in transitions:
+            self.transitions += 1
+            rule = self.rules[transition.rule].rule
+            level = logging.WARNING if transition.state == "firing" else logging.INFO
+            self.log.log(level, "alert %s %s%s: %s", transition.rule, transition.state.upper(),
+                         " (reminder)" if transition.repeat else "", transition.summary)
+            document = payload(transition, self.context.hostname)
+            for target in rule.notify:
+                self.workers[target].submit(document)
+
+    # -- state file ------------------------------------------------------------------
+
+    def _load_state(self) -> None:
+        path = self.state_path
+        if path is None or not path.exists():
+            return
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or data.get("version") != STATE_VERSION \
+                    or not isinstance(data.get("alerts"), dict):
+                raise ValueError(f"not a version {STATE_VERSION} alert state document")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            aside = path.with_name(f"{path.name}.bad-{int(time.time())}")
+            try:
+                path.replace(aside)
+            except OSError:
+                aside = path
+            self.state_errors += 1
+            self.log.error("alert state file %s is unreadable (%s); moved it to %s and starting with every alert "
+                           "ok", path, exc, aside.name)
+            return
+        restored = skipped = 0
+        for name, series in data["alerts"].items():
+            state = self.rules.get(name)
+            if state is None or not isinstance(series, dict):
+                continue  # a rule that is gone (or renamed) from routes.ini
+            skipped += state.restore(series)
+            restored += len(series)
+        if skipped:
+            self.state_errors += 1
+            self.log.error("alert state file %s: skipped %d malformed series entries", path, skipped)
+        self.log.info("alert state restored from %s: %d series, %d firing", path, restored - skipped,
+                      sum(state.firing for state in self.rules.values()))
+
+    def _save_state(self) -> None:
+        path = self.state_path
+        for state in self.rules.values():
+            state.dirty = False
+        if path is None:
+            return
+        document = {"version": STATE_VERSION, "saved": round(time.time(), 3),
+                    "alerts": {name: state.snapshot() for name, state in self.rules.items()}}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    json.dump(document, fh, separators=(",", ":"))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            self.state_errors += 1
+            self.log.error("cannot write alert state file %s: %s (states are kept in memory)", path, exc)
+            return
+        self.state_writes += 1
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    def http_get(self, path: str, query: Mapping[str, str]) -> tuple[int, Any]:
+        """`/alerts` (every rule), `/alerts/NAME` (one rule); `?state=firing` keeps only firing series."""
+        rest = path[len(self.config["http_path"]):].strip("/")
+        only = query.get("state")
+        with self._lock:
+            if rest and rest not in self.rules:
+                return 404, {"error": f"no alert rule {rest!r}"}
+            names = [rest] if rest else list(self.rules)
+            rules = {name: self._describe_rule(self.rules[name], only) for name in names}
+            document = {"server": self.context.hostname, "time": round(time.time(), 3), "rules": rules,
+                        "firing": sum(state.firing for state in self.rules.values()),
+                        "notifiers": {name: {"target": w.notifier.describe(), "last_error": w.last_error,
+                                             **w.counters()} for name, w in self.workers.items()}}
+        return 200, document
+
+    @staticmethod
+    def _describe_rule(state: RuleState, only: str | None) -> dict[str, Any]:
+        rule = state.rule
+        series = []
+        for entry in state.series.values():
+            if only and entry.state != only:
+                continue
+            series.append({"labels": entry.labels, "state": entry.state, "since": _iso(entry.since),
+                           "value": entry.value, "last_seen": _iso(entry.last_seen)})
+        series.sort(key=lambda s: (s["state"] != "firing", json.dumps(s["labels"], sort_keys=True)))
+        limits = {key: getattr(rule, key) for key in ("above", "below", "clear_above", "clear_below")}
+        return {"kind": rule.kind, "selector": str(rule.selector), "notify": list(rule.notify), "window": rule.window,
+                "window_mode": rule.window_mode, "timeout": rule.timeout, "repeat": rule.repeat,
+                **{key: value for key, value in limits.items() if value is not None},
+                "firing": state.firing, "series": series}
+
+
+@hookimpl
+def register_backend_types(register) -> None:
+    register("alerts", AlertsBackend)
+
+
+@hookimpl
+def register_section_types(register) -> None:
+    register("alert", ALERT_OPTIONS)
+    register("notifier", NOTIFIER_OPTIONS)
+
+
+@hookimpl
+def server_started(server: Any) -> None:
+    """Warn about rules no alerts backend evaluates, or that several do (each would notify)."""
+    rules = getattr(server.context, "sections", {}).get("alert", {})
+    backends = [runner.backend for runner in server.runners.values() if isinstance(runner.backend, AlertsBackend)]
+    for name in rules:
+        count = sum(1 for backend in backends if name in backend.rules)
+        if count != 1:
+            logging.getLogger("mondemand.alerts").warning(
+                "[alert:%s] is evaluated by %d alerts backends%s", name, count,
+                "; add a [backend:NAME] with type = alerts and route StatsMsg to it" if not count
+                else "; each notifies (use their rules option to split)")
