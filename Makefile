@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := build-essential pkg-config librrd-dev rrdtool rrdcached python3-venv
+APT_PACKAGES := build-essential pkg-config librrd-dev rrdtool rrdcached python3-venv chromium chromium-driver
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test setup system-packages lint bench clean
@@ -30,7 +30,7 @@ system-packages:
 $(STAMP): pyproject.toml $(wildcard backends/contrib/*/pyproject.toml) | system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,rrd,whisper]'
+	$(BIN)/pip install -q -e '.[dev,rrd,whisper,web]'
 	for d in backends/contrib/*/; do [ -f "$$d/pyproject.toml" ] && $(BIN)/pip install -q -e "$$d"; done; true
 	touch $(STAMP)
 

@@ -1,0 +1,145 @@
+"""`dashboard` backend: a live web page of the servers that report here.
+
+Route StatsMsg and LogMsg events to it. It keeps a bounded live view in
+memory (who reports and who stopped, each series' current value and
+1-minute moving average, the last error and warning log lines) and serves a
+page on its own HTTP port (loopback by default) that updates itself over
+server-sent events. With `rrd_root` pointing at the `rrd` backend's root,
+the page also plots today's curve of a metric over the same weekday last
+week. See docs/dashboard.md.
+
+`handle` only records into the live state under one lock; everything else
+(averages, statuses, RRD reads) happens when a page asks, on the web thread.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from datetime import UTC, tzinfo
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from mondemand.envelope import RawEvent
+from mondemand.hookspecs import hookimpl
+from mondemand.messages.log import Priority
+from mondemand.options import Option
+from mondemand.plugin_api import Backend, ServerContext
+
+from .history import History
+from .state import LiveState
+
+__all__ = ["DashboardBackend", "local_timezone"]
+
+#: How often `flush` lets the live state forget what has been silent for `forget_after`.
+PRUNE_EVERY = 60.0
+
+
+def _check_timezone(name: str) -> None:
+    if name:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {name!r}") from exc
+
+
+def local_timezone(name: str = "") -> tzinfo:
+    """The zone called `name`; when empty, $TZ's zone, else this machine's /etc/localtime, else UTC."""
+    if name:
+        return ZoneInfo(name)
+    env = os.environ.get("TZ", "").lstrip(":")
+    if env:
+        try:
+            return ZoneInfo(env)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    try:
+        with open("/etc/localtime", "rb") as fh:
+            return ZoneInfo.from_file(fh, key="localtime")
+    except (OSError, ValueError):
+        return UTC
+
+
+class DashboardBackend(Backend):
+    """Keep a live view of StatsMsg and LogMsg traffic and serve it as a web page."""
+
+    type_name = "dashboard"
+    needs = "message"
+    options = (
+        Option("address", "str", "127.0.0.1", help="address the page is served on (loopback by default)"),
+        Option("port", "port", 20604, help="HTTP port of the page; 0 picks a free one"),
+        Option("rrd_root", "str", "", help="root of the rrd backend's tree, for daily-against-week plots; "
+                                           "empty: no plots"),
+        Option("rrd_daemon", "str", "", help="rrdcached address the rrd backend writes through, so reads are current"),
+        Option("timezone", "str", "", check=_check_timezone,
+               help="time zone whose midnight starts a day in the plots (IANA name); empty: the machine's"),
+        Option("window", "duration", 60.0, minimum=1, help="span of the moving average (and counter rate)"),
+        Option("stale_after", "duration", 180.0, minimum=1,
+               help="a host or series silent this long is shown as stopped reporting"),
+        Option("forget_after", "duration", 86400.0, minimum=1, help="a host or series silent this long is dropped"),
+        Option("max_series", "int", 20_000, minimum=1, help="most series kept live; more are counted and skipped"),
+        Option("max_hosts", "int", 5_000, minimum=1, help="most (prog_id, host) pairs kept"),
+        Option("errors", "int", 100, minimum=1, help="how many error and warning lines the stream keeps"),
+        Option("log_priority", "str", "warning", choices=tuple(p.label for p in Priority),
+               help="least severe log priority shown in the error stream"),
+        Option("push_interval", "duration", 1.0, minimum=0.05, help="how often open pages are brought up to date"),
+        Option("max_streams", "int", 64, minimum=1, help="most pages open at once"),
+        Option("title", "str", "mondemand", help="shown in the page's heading"),
+    )
+
+    def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
+        full = {opt.name: opt.default for opt in self.options if not opt.required}
+        full.update(config)
+        super().__init__(name, full, context)
+
+    def start(self) -> None:
+        from .web import Dashboard, WebServer  # aiohttp: the `web` extra
+
+        cfg = self.config
+        self.state = LiveState(
+            window=float(cfg["window"]), stale_after=float(cfg["stale_after"]),
+            forget_after=float(cfg["forget_after"]), max_series=int(cfg["max_series"]),
+            max_hosts=int(cfg["max_hosts"]), max_errors=int(cfg["errors"]),
+            max_priority=Priority[str(cfg["log_priority"]).upper()],
+        )
+        self.history: History | None = None
+        if cfg["rrd_root"]:
+            self.history = History(Path(cfg["rrd_root"]).absolute(), local_timezone(cfg["timezone"]),
+                                   cfg["rrd_daemon"])
+        self._pruned = time.monotonic()
+        self.web = WebServer(
+            lambda: Dashboard(self.state, self.history, title=cfg["title"], push_interval=float(cfg["push_interval"]),
+                              max_streams=int(cfg["max_streams"]), counters=self.counters),
+            cfg["address"], int(cfg["port"]), self.name)
+        self.web.start()
+        self.log.info("dashboard at %s", self.web.url)
+
+    def handle(self, batch: list[RawEvent]) -> None:
+        self.state.record([(raw.message, raw.receipt_ms / 1000) for raw in batch])
+
+    def flush(self) -> None:
+        if time.monotonic() - self._pruned >= PRUNE_EVERY:
+            self._pruned = time.monotonic()
+            self.state.prune(time.time())
+
+    def close(self) -> None:
+        self.web.stop()
+
+    def counters(self) -> dict[str, float]:
+        if not hasattr(self, "state"):
+            return {}
+        values: dict[str, float] = dict(self.state.counts)
+        sizes = self.state.sizes()
+        values.update(series=sizes["series"], hosts=sizes["hosts"], kept_errors=sizes["errors"])
+        dashboard = self.web.dashboard if hasattr(self, "web") else None
+        if dashboard is not None:
+            values["requests"] = dashboard.requests
+            values["streams"] = dashboard.streams
+        return values
+
+
+@hookimpl
+def register_backend_types(register) -> None:
+    register("dashboard", DashboardBackend)

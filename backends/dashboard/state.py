@@ -1,0 +1,304 @@
+"""Bounded in-memory live state of the dashboard: who reports, current values, recent errors.
+
+`LiveState` is fed by the dashboard backend's worker thread (`record`, once
+per batch) and read by the web thread (`processes`, `series`, `errors`), so
+every public method takes one lock. Recording is cheap on purpose: it appends
+samples and updates a few fields; averages, rates and "stopped reporting" are
+worked out when a page asks, against the time of asking, so they age even
+when nothing arrives.
+
+Everything is bounded: at most `max_series` series and `max_hosts`
+(prog_id, host) pairs are tracked (more are counted in ``dropped_series`` /
+``dropped_hosts``), each series keeps at most `max_samples` samples of the
+last `window` seconds, and the error stream keeps the last `max_errors` lines.
+`prune` forgets series and hosts not heard from for `forget_after` seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mondemand.messages.log import LogMsg, Priority
+from mondemand.messages.stats import StatsMsg
+
+from ..series import AGG_CONTEXT_KEY, SeriesKey, series_from_stats
+
+__all__ = ["ErrorLine", "HostLive", "LiveState", "SeriesLive", "moving_average", "window_rate"]
+
+
+def moving_average(samples: Iterable[tuple[float, float]], now: float, window: float) -> float | None:
+    """Mean of the sample values whose time lies in ``(now - window, now]``; None when there are none."""
+    total = 0.0
+    count = 0
+    cutoff = now - window
+    for t, v in samples:
+        if cutoff < t <= now:
+            total += v
+            count += 1
+    return total / count if count else None
+
+
+def window_rate(samples: Iterable[tuple[float, float]], now: float, window: float) -> float | None:
+    """Per-second growth of a running total over ``(now - window, now]``; None with fewer than two samples.
+
+    Samples are taken in time order; a drop of the total (a restarted
+    program) starts the measurement again from the lower value, as a
+    DERIVE data source with a minimum of 0 would.
+    """
+    cutoff = now - window
+    inside = sorted((t, v) for t, v in samples if cutoff < t <= now)
+    if len(inside) < 2:
+        return None
+    grown = 0.0
+    for (_, before), (_, after) in itertools.pairwise(inside):
+        if after >= before:
+            grown += after - before
+    span = inside[-1][0] - inside[0][0]
+    return grown / span if span > 0 else None
+
+
+@dataclass(slots=True)
+class SeriesLive:
+    """What is known now of one series: its latest value and the samples of the last window."""
+
+    key: SeriesKey
+    value: float
+    timestamp: float
+    received: float
+    samples: deque[tuple[float, float]]
+
+
+@dataclass(slots=True)
+class HostLive:
+    """One (prog_id, host) pair that has reported: when it was first and last heard from."""
+
+    prog_id: str
+    host: str
+    first_seen: float
+    last_seen: float
+    stats_events: int = 0
+    log_events: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorLine:
+    """One error or warning log line, numbered in arrival order (`seq` starts at 1)."""
+
+    seq: int
+    time: float
+    received: float
+    prog_id: str
+    host: str
+    priority: Priority
+    file: str
+    line: int
+    message: str
+    repeat: int
+    context: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict for the page."""
+        return {
+            "seq": self.seq, "time": self.time, "received": self.received, "prog_id": self.prog_id,
+            "host": self.host, "priority": self.priority.label, "level": int(self.priority), "file": self.file,
+            "line": self.line, "message": self.message, "repeat": self.repeat, "context": dict(self.context),
+        }
+
+
+@dataclass
+class LiveState:
+    """The dashboard's live view of the traffic; see the module docstring for the bounds."""
+
+    window: float = 60.0
+    stale_after: float = 180.0
+    forget_after: float = 86400.0
+    max_series: int = 20_000
+    max_hosts: int = 5_000
+    max_samples: int = 600
+    max_errors: int = 100
+    #: Lines at this priority or more severe (numerically lower) go to the error stream.
+    max_priority: Priority = Priority.WARNING
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self._series: dict[SeriesKey, SeriesLive] = {}
+        self._hosts: dict[tuple[str, str], HostLive] = {}
+        self._errors: deque[ErrorLine] = deque(maxlen=self.max_errors)
+        self._seq = 0
+        #: Goes up whenever anything recorded changes what a page would show.
+        self.version = 0
+        self.counts: dict[str, int] = dict.fromkeys(
+            ("stats_messages", "log_messages", "other_messages", "samples", "error_lines", "dropped_series",
+             "dropped_hosts", "forgotten_series", "forgotten_hosts"), 0)
+
+    # -- writing (the backend's worker thread) -----------------------------------------
+
+    def record(self, messages: Iterable[tuple[Any, float]]) -> None:
+        """Take (message, receipt time in seconds) pairs of one batch; other message types are counted only."""
+        with self.lock:
+            for msg, received in messages:
+                if isinstance(msg, StatsMsg):
+                    self._add_stats(msg, received)
+                elif isinstance(msg, LogMsg):
+                    self._add_log(msg, received)
+                else:
+                    self.counts["other_messages"] += 1
+            self.version += 1
+
+    def _touch(self, prog_id: str, host: str, received: float) -> HostLive | None:
+        entry = self._hosts.get((prog_id, host))
+        if entry is None:
+            if len(self._hosts) >= self.max_hosts:
+                self.counts["dropped_hosts"] += 1
+                return None
+            entry = self._hosts[(prog_id, host)] = HostLive(prog_id, host, received, received)
+        elif received > entry.last_seen:
+            entry.last_seen = received
+        return entry
+
+    def _add_stats(self, msg: StatsMsg, received: float) -> None:
+        self.counts["stats_messages"] += 1
+        host = self._touch(msg.prog_id, msg.host, received)
+        if host is not None:
+            host.stats_events += 1
+        series = self._series
+        for key, timestamp, value in series_from_stats(msg, now=received):
+            entry = series.get(key)
+            if entry is None:
+                if len(series) >= self.max_series:
+                    self.counts["dropped_series"] += 1
+                    continue
+                entry = series[key] = SeriesLive(key, value, timestamp, received, deque(maxlen=self.max_samples))
+            elif timestamp >= entry.timestamp:
+                entry.value, entry.timestamp, entry.received = value, timestamp, received
+            samples = entry.samples
+            samples.append((timestamp, value))
+            cutoff = received - self.window
+            while samples and samples[0][0] <= cutoff:
+                samples.popleft()
+            self.counts["samples"] += 1
+
+    def _add_log(self, msg: LogMsg, received: float) -> None:
+        self.counts["log_messages"] += 1
+        host = self._touch(msg.prog_id, msg.host, received)
+        if host is not None:
+            host.log_events += 1
+        when = msg.send_time / 1000 if msg.send_time is not None else received
+        context = tuple(sorted(msg.context.items()))
+        for line in msg.lines:
+            if line.priority > self.max_priority:
+                continue
+            self._seq += 1
+            self._errors.append(ErrorLine(self._seq, when, received, msg.prog_id, msg.host, line.priority,
+                                          line.file, line.line, line.message, line.repeat, context))
+            self.counts["error_lines"] += 1
+
+    def prune(self, now: float) -> None:
+        """Forget series and hosts last heard from more than `forget_after` seconds ago."""
+        cutoff = now - self.forget_after
+        with self.lock:
+            old = [k for k, s in self._series.items() if s.received < cutoff]
+            for k in old:
+                del self._series[k]
+            gone = [k for k, h in self._hosts.items() if h.last_seen < cutoff]
+            for k in gone:
+                del self._hosts[k]
+            self.counts["forgotten_series"] += len(old)
+            self.counts["forgotten_hosts"] += len(gone)
+            if old or gone:
+                self.version += 1
+
+    # -- reading (the web thread) -------------------------------------------------------
+
+    def status(self, last_seen: float, now: float) -> str:
+        """``live`` while the last report is at most `stale_after` seconds old, then ``stopped``."""
+        return "live" if now - last_seen <= self.stale_after else "stopped"
+
+    def processes(self, now: float) -> list[dict[str, Any]]:
+        """Every prog_id with its hosts, each with last-seen time, age and status; live programs first."""
+        with self.lock:
+            hosts = list(self._hosts.values())
+            per_prog: dict[str, int] = {}
+            for s in self._series.values():
+                per_prog[s.key.prog_id] = per_prog.get(s.key.prog_id, 0) + 1
+        programs: dict[str, dict[str, Any]] = {}
+        for h in sorted(hosts, key=lambda h: (h.prog_id, h.host)):
+            prog = programs.setdefault(h.prog_id, {"prog_id": h.prog_id, "hosts": [], "last_seen": 0.0,
+                                                   "series": per_prog.get(h.prog_id, 0)})
+            prog["hosts"].append({
+                "host": h.host, "first_seen": h.first_seen, "last_seen": h.last_seen,
+                "age": max(0.0, now - h.last_seen), "status": self.status(h.last_seen, now),
+                "stats_events": h.stats_events, "log_events": h.log_events,
+            })
+            prog["last_seen"] = max(prog["last_seen"], h.last_seen)
+        result = list(programs.values())
+        for prog in result:
+            prog["status"] = self.status(prog["last_seen"], now)
+            prog["live_hosts"] = sum(1 for h in prog["hosts"] if h["status"] == "live")
+        result.sort(key=lambda p: (p["status"] != "live", p["prog_id"]))
+        return result
+
+    def series(self, prog_id: str, now: float) -> list[dict[str, Any]]:
+        """The series of `prog_id`: value, 1-minute average (counters: rate per second), age and status.
+
+        Sorted by metric name and context, aggregates (namespace ``agg``)
+        before the per-host series of the same metric.
+        """
+        with self.lock:
+            rows = [(s.key, s.value, s.timestamp, s.received, list(s.samples))
+                    for s in self._series.values() if s.key.prog_id == prog_id]
+        result = []
+        for key, value, timestamp, received, samples in rows:
+            row = series_json(key)
+            row.update(value=value, timestamp=timestamp, received=received, age=max(0.0, now - received),
+                       status=self.status(received, now), samples_in_window=sum(
+                           1 for t, _ in samples if now - self.window < t <= now))
+            if key.is_counter:
+                row["rate"] = window_rate(samples, now, self.window)
+                row["average"] = None
+            else:
+                row["average"] = moving_average(samples, now, self.window)
+                row["rate"] = None
+            result.append(row)
+        result.sort(key=series_order)
+        return result
+
+    def errors(self, after: int = 0) -> list[dict[str, Any]]:
+        """The kept error and warning lines numbered above `after`, oldest first."""
+        with self.lock:
+            return [e.to_json() for e in self._errors if e.seq > after]
+
+    @property
+    def last_error_seq(self) -> int:
+        """Number of the newest error line (0 before the first)."""
+        return self._seq
+
+    def sizes(self) -> dict[str, int]:
+        """How much is held: series, hosts, error lines."""
+        with self.lock:
+            return {"series": len(self._series), "hosts": len(self._hosts), "errors": len(self._errors)}
+
+
+def metric_context(key: SeriesKey) -> list[list[str]]:
+    """The context pairs of `key` as JSON lists (the ``stat`` pair of aggregates included)."""
+    return [[k, v] for k, v in key.context]
+
+
+def series_json(key: SeriesKey) -> dict[str, Any]:
+    """The identity fields of a series, as the page and the history API use them."""
+    return {
+        "id": key.digest(), "prog_id": key.prog_id, "name": key.name, "host": key.host, "type": key.metric_type,
+        "kind": key.kind, "namespace": key.namespace, "context": metric_context(key),
+        "stat": key.context_dict().get(AGG_CONTEXT_KEY),
+    }
+
+
+def series_order(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Metric name, then context without ``stat``, aggregates first, then host and type."""
+    plain = [pair for pair in row["context"] if pair[0] != AGG_CONTEXT_KEY]
+    return (row["name"], plain, row["namespace"] != "agg", row["host"], row["stat"] or "", row["type"])
