@@ -220,7 +220,7 @@ class LwesHttpListener(Listener):
     type_name = "lwes-http"
     options = (
         Option("address", "str", "127.0.0.1", help="address to listen on (loopback by default)"),
-        Option("port", "port", 20602, help="TCP port; 0 picks a free one"),
+        Option("port", "port", 20603, help="TCP port; 0 picks a free one"),
         Option("max_body", "size", 16 << 20, minimum=1, help="largest body accepted; larger ones get 413"),
     )
 
