@@ -46,6 +46,8 @@ class Backend:
     type_name: ClassVar[str] = ""
     options: ClassVar[tuple[Option, ...]] = ()
     needs: ClassVar[str] = "raw"
+    #: True for backends that route events of their own (`ServerContext.inject`): they stop first at shutdown.
+    injects: ClassVar[bool] = False
 
     def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
         self.name = name

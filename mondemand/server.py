@@ -102,7 +102,9 @@ class Server:
         if self._stats_thread is not None:
             self._stats_thread.join(5)
         timeout = self.config.server["drain_timeout"]
-        for runner in self.runners.values():
+        # Backends that inject (the summariser's last intervals) stop first, while the others still run.
+        ordered = sorted(self.runners.values(), key=lambda r: not getattr(r.backend, "injects", False))
+        for runner in ordered:
             runner.stop(timeout=timeout)
         if self.http is not None:
             self.http.shutdown()

@@ -1,0 +1,310 @@
+"""`agg` backend: per-interval summaries of every stats series across hosts (the `agg` namespace).
+
+For each StatsMsg metric the summariser rewrites the context (``stat``
+removed, every `aggregation_keys` key set to ``all``, host ``all``) and adds
+the value to that series' `Summary` for the interval the event's own time
+falls in:
+
+- a gauge is one sample;
+- a counter becomes the delta against the previous report of the same
+  (host, prog_id, name, context); the first report after a restart (or after
+  `expire_after` of silence) and a counter that went down give 0, as the
+  reference does;
+- a statset (a client's, or a lower tier's aggregate) is merged: count and sum
+  add, min and max take extremes, sketches merge.
+
+Once an interval is over by `lateness` seconds it is closed: every series in
+it becomes a ``MonDemand::StatsMsg`` with host ``all``, context ``stat=…``,
+collect_time = interval start, holding one statset per metric, and is routed
+through the server again (so RRD, files or a forwarder store it). Events for a
+closed interval are counted as late and left out, never put in the wrong one.
+docs/aggregation.md has the whole story.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from mondemand.backends.series import ProgIdFilter
+
+from mondemand.envelope import RawEvent
+from mondemand.hookspecs import hookimpl
+from mondemand.messages import MessageError, Metric, MetricType, StatsMsg
+from mondemand.options import Option
+from mondemand.plugin_api import Backend, ServerContext
+from mondemand.sketch import Sketch, SketchError
+from mondemand.summary import PERCENTILE_FIELDS, Summary
+
+__all__ = ["AGG_LISTENER_PREFIX", "AggBackend"]
+
+#: Listener name stamped on the events a summariser injects; summarisers skip them (loop protection).
+AGG_LISTENER_PREFIX = "agg:"
+#: Context key of the aggregate kind; its presence marks an event as an aggregate.
+STAT_KEY = "stat"
+#: Context key of DaTtSs client partials (their interval); dropped so processes with different intervals merge.
+PARTIAL_KEY = "partial_interval_ms"
+SKETCH_TYPE = "sketch"
+STAT_FIELDS = ("count", "sum", "min", "max", "avg", *PERCENTILE_FIELDS)
+
+Key = tuple[str, tuple[tuple[str, str], ...], str]  # prog_id, output context (with stat), metric name
+
+
+def _check_stats(fields: list[str]) -> None:
+    bad = [f for f in fields if f not in STAT_FIELDS]
+    if bad:
+        raise ValueError(f"unknown statistic {bad[0]!r}; choose from {', '.join(STAT_FIELDS)}")
+    if not fields:
+        raise ValueError("give at least one statistic")
+
+
+def _check_interval(seconds: float) -> None:
+    if seconds != int(seconds) or 86400 % int(seconds):
+        raise ValueError("must be a whole number of seconds that divides a day (e.g. 10s, 60s, 300s)")
+
+
+def _check_accuracy(value: float) -> None:
+    if not 0 < value < 1:
+        raise ValueError("must be between 0 and 1")
+
+
+class AggBackend(Backend):
+    """Summarise stats per interval across hosts and re-inject the results as `agg` series."""
+
+    type_name = "agg"
+    needs = "message"
+    injects = True
+    options = (
+        Option("aggregation_keys", "list", [], help="context keys whose value becomes 'all' (e.g. cluster)"),
+        Option("interval", "duration", 60.0, minimum=1, check=_check_interval, help="length of one summary"),
+        Option("lateness", "duration", 30.0, minimum=0,
+               help="how long after an interval ends events for it are still taken"),
+        Option("max_future", "duration", 120.0, minimum=0,
+               help="events timestamped further ahead of the server clock are counted and left out"),
+        Option("time_source", "str", "event", choices=("event", "receipt"),
+               help="bucket by the event's send/collect time, or by when the server received it"),
+        Option("stats", "list", ["count", "sum", "min", "max"], check=_check_stats,
+               help="statistics emitted per series; median and pctl_* need sketches"),
+        Option("relative_accuracy", "float", 0.01, check=_check_accuracy, help="of the percentile sketches"),
+        Option("max_series", "int", 1_000_000, minimum=1,
+               help="live series (open summaries plus counter states) kept at most; beyond, new ones are dropped"),
+        Option("expire_after", "duration", 900.0, minimum=1, help="a counter silent this long starts again at 0"),
+        Option("max_metrics", "int", 512, minimum=1, help="metrics per emitted StatsMsg"),
+        Option("whitelist", "list", [], help="prog_id globs to summarise (when set, only these)"),
+        Option("blacklist", "list", [], help="prog_id globs never to summarise"),
+    )  # fmt: skip
+
+    def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
+        super().__init__(name, config, context)
+        self.interval = int(self.config["interval"])
+        self.lateness = float(self.config["lateness"])
+        self.max_future = float(self.config["max_future"])
+        self.by_receipt = self.config["time_source"] == "receipt"
+        self.fields = tuple(self.config["stats"])
+        self.percentiles = any(f in PERCENTILE_FIELDS for f in self.fields)
+        self.accuracy = float(self.config["relative_accuracy"])
+        self.max_series = int(self.config["max_series"])
+        self.expire_after = float(self.config["expire_after"])
+        self.aggregation_keys = tuple(dict.fromkeys(self.config["aggregation_keys"]))
+        self.filter = ProgIdFilter(self.config["whitelist"], self.config["blacklist"])
+        self.listener_tag = AGG_LISTENER_PREFIX + name
+        #: interval start (s) -> series -> summary
+        self.buckets: dict[int, dict[Key, Summary]] = {}
+        #: (host, prog_id, name, context) -> (last value, its time in ms, wall time last seen)
+        self.counter_state: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], tuple[int, int, float]] = {}
+        self.live = 0
+        self._next_expiry = 0.0
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("messages", "samples", "own_skipped", "filtered", "late", "future", "out_of_order", "duplicates",
+             "counter_resets", "overflow", "unknown_types", "bad_sketches", "percentiles_lost", "emitted_series",
+             "emitted_events", "emit_errors", "expired"),
+            0,
+        )  # fmt: skip
+
+    # -- intake ----------------------------------------------------------------
+
+    def handle(self, batch: list[RawEvent]) -> None:
+        now = time.time()
+        for raw in batch:
+            if raw.listener.startswith(AGG_LISTENER_PREFIX):
+                self.stats["own_skipped"] += 1
+                continue
+            msg = raw.message
+            if not isinstance(msg, StatsMsg):
+                continue
+            if not self.filter.allows(msg.prog_id):
+                self.stats["filtered"] += 1
+                continue
+            self.add(msg, now, raw.receipt_ms)
+
+    def add(self, msg: StatsMsg, now: float, receipt_ms: int | None = None) -> None:
+        """Fold one StatsMsg into the open intervals (`now`: the server's wall clock, seconds)."""
+        self.stats["messages"] += 1
+        received = msg.receipt_time if msg.receipt_time is not None else receipt_ms
+        if received is None:
+            received = int(now * 1000)
+        if self.by_receipt:
+            plain_ms = statset_ms = received
+        else:
+            plain_ms = msg.send_time if msg.send_time is not None else received
+            statset_ms = msg.collect_time if msg.collect_time is not None else plain_ms
+        incoming_stat = msg.context.get(STAT_KEY)
+        own_context = tuple(sorted((k, v) for k, v in msg.context.items() if k not in (STAT_KEY, PARTIAL_KEY)))
+        rewritten = dict(own_context)
+        for key in self.aggregation_keys:
+            rewritten[key] = "all"
+        out_contexts: dict[str, tuple[tuple[str, str], ...]] = {}
+
+        def out_context(label: str) -> tuple[tuple[str, str], ...]:
+            ctx = out_contexts.get(label)
+            if ctx is None:
+                ctx = out_contexts[label] = tuple(sorted({**rewritten, STAT_KEY: label}.items()))
+            return ctx
+
+        sketches: dict[str, str] = {}
+        if self.percentiles:
+            sketches = {m.name: m.value for m in msg.metrics
+                        if m.type_name == SKETCH_TYPE and isinstance(m.value, str)}  # fmt: skip
+        prog_id = msg.prog_id
+        for metric in msg.metrics:
+            kind = metric.type
+            if kind is MetricType.STATSET:
+                bucket = self._bucket(statset_ms, now)
+                if bucket is None:
+                    continue
+                summary = self._summary(bucket, (prog_id, out_context(incoming_stat or "statset"), metric.name))
+                if summary is not None:
+                    summary.add_statset(metric.value, self._sketch(sketches.get(metric.name)))
+                    self.stats["samples"] += 1
+            elif kind is MetricType.GAUGE or kind is MetricType.COUNTER:
+                bucket = self._bucket(plain_ms, now)
+                if bucket is None:
+                    continue
+                value = metric.value
+                if kind is MetricType.COUNTER:
+                    value = self._delta((msg.host, prog_id, metric.name, own_context), value, plain_ms, now)
+                    if value is None:
+                        continue
+                summary = self._summary(bucket, (prog_id, out_context(incoming_stat or "gauge"), metric.name))
+                if summary is not None:
+                    summary.add(value)
+                    self.stats["samples"] += 1
+            elif metric.type_name != SKETCH_TYPE:
+                self.stats["unknown_types"] += 1
+
+    def _bucket(self, ms: int, now: float) -> int | None:
+        seconds = ms / 1000
+        start = int(seconds // self.interval) * self.interval
+        if start + self.interval + self.lateness <= now:
+            self.stats["late"] += 1
+            return None
+        if seconds > now + self.max_future:
+            self.stats["future"] += 1
+            return None
+        return start
+
+    def _summary(self, bucket: int, key: Key) -> Summary | None:
+        series = self.buckets.get(bucket)
+        if series is None:
+            series = self.buckets[bucket] = {}
+        summary = series.get(key)
+        if summary is None:
+            if self.live >= self.max_series:
+                self.stats["overflow"] += 1
+                return None
+            summary = series[key] = Summary(Sketch(self.accuracy) if self.percentiles else None)
+            self.live += 1
+        return summary
+
+    def _sketch(self, text: str | None) -> Sketch | None:
+        if text is None:
+            return None
+        try:
+            return Sketch.from_text(text)
+        except SketchError:
+            self.stats["bad_sketches"] += 1
+            return None
+
+    def _delta(self, key: tuple[Any, ...], value: int, ms: int, now: float) -> int | None:
+        """The counter's increase since its previous report; None when this report must be left out."""
+        state = self.counter_state.get(key)
+        if state is None:
+            if self.live >= self.max_series:
+                self.stats["overflow"] += 1
+                return None
+            self.counter_state[key] = (value, ms, now)
+            self.live += 1
+            return 0
+        last, last_ms, _seen = state
+        if ms < last_ms:
+            self.stats["out_of_order"] += 1
+            return None
+        if ms == last_ms and value == last:
+            self.stats["duplicates"] += 1
+            return None
+        self.counter_state[key] = (value, ms, now)
+        if value < last:
+            self.stats["counter_resets"] += 1
+            return 0
+        return value - last
+
+    # -- output ----------------------------------------------------------------
+
+    def flush(self, now: float | None = None) -> None:
+        """Emit every interval that is over by `lateness`; expire silent counters."""
+        now = time.time() if now is None else now
+        closed = [b for b in self.buckets if b + self.interval + self.lateness <= now]
+        for bucket in sorted(closed):
+            self._emit(bucket, self.buckets.pop(bucket), now)
+        if now >= self._next_expiry:
+            self._expire(now)
+            self._next_expiry = now + min(self.expire_after, 60.0)
+
+    def close(self) -> None:
+        """Emit what is still open (those last intervals are partial) so a shutdown loses nothing."""
+        now = time.time()
+        for bucket in sorted(self.buckets):
+            self._emit(bucket, self.buckets.pop(bucket), now)
+
+    def _expire(self, now: float) -> None:
+        limit = now - self.expire_after
+        stale = [key for key, (_v, _ms, seen) in self.counter_state.items() if seen < limit]
+        for key in stale:
+            del self.counter_state[key]
+        self.live -= len(stale)
+        self.stats["expired"] += len(stale)
+
+    def _emit(self, bucket: int, series: dict[Key, Summary], now: float) -> None:
+        self.live -= len(series)
+        grouped: dict[tuple[str, tuple[tuple[str, str], ...]], list[Metric]] = {}
+        for (prog_id, context, name), summary in series.items():
+            metrics = grouped.setdefault((prog_id, context), [])
+            metrics.append(Metric(MetricType.STATSET, name, summary.statset(self.fields)))
+            if summary.sketch is not None:
+                metrics.append(Metric(MetricType.UNKNOWN, name, summary.sketch.to_text(), type_name=SKETCH_TYPE))
+            elif summary.percentiles_lost:
+                self.stats["percentiles_lost"] += 1
+        send_ms = int(now * 1000)
+        for (prog_id, context), metrics in grouped.items():
+            msg = StatsMsg(prog_id, "all", dict(context), metrics, send_time=send_ms, collect_time=bucket * 1000)
+            try:
+                events = msg.to_lwes(max_metrics=self.config["max_metrics"])
+            except MessageError as exc:  # a name too long for a datagram
+                self.stats["emit_errors"] += 1
+                self.log.error("cannot emit the %s aggregate of %s: %s", prog_id, dict(context), exc)
+                continue
+            for event in events:
+                self.context.inject(RawEvent.from_event(event, listener=self.listener_tag))
+            self.stats["emitted_events"] += len(events)
+            self.stats["emitted_series"] += sum(m.type is MetricType.STATSET for m in metrics)
+
+    def counters(self) -> dict[str, float]:
+        return {**self.stats, "live_series": self.live, "open_intervals": len(self.buckets),
+                "counter_states": len(self.counter_state)}  # fmt: skip
+
+
+@hookimpl
+def register_backend_types(register) -> None:
+    register("agg", AggBackend)
+

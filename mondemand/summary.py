@@ -1,0 +1,85 @@
+"""`Summary`: count, sum, exact min and max, and optionally a quantile sketch, of one aggregate series.
+
+The `agg` summariser keeps one per (interval, prog_id, metric, context). It is
+fed single samples (a gauge, a counter delta) or whole summaries (a client
+statset, a lower tier's aggregate), and merging is exact for count, sum, min
+and max: they add or take extremes. Percentiles need every contribution to
+carry a `mondemand.sketch.Sketch`; as soon as one does not, the summary can no
+longer answer them honestly and drops its sketch (`percentiles_lost`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from mondemand.messages import Statset
+from mondemand.sketch import Sketch
+
+__all__ = ["PERCENTILE_FIELDS", "Summary"]
+
+#: Statset fields answered from the sketch, with their quantile.
+PERCENTILE_FIELDS = {
+    "median": 0.5, "pctl_75": 0.75, "pctl_90": 0.90, "pctl_95": 0.95, "pctl_98": 0.98, "pctl_99": 0.99,
+}  # fmt: skip
+
+
+class Summary:
+    """One aggregate series in one interval; not thread-safe (its backend owns it)."""
+
+    __slots__ = ("count", "max", "min", "percentiles_lost", "sketch", "sum")
+
+    def __init__(self, sketch: Sketch | None = None) -> None:
+        self.count: int | None = None
+        self.sum: int | None = None
+        self.min: int | None = None
+        self.max: int | None = None
+        self.sketch = sketch
+        self.percentiles_lost = False
+
+    def add(self, value: int) -> None:
+        """One sample: a gauge reading or a counter delta."""
+        self.count = 1 if self.count is None else self.count + 1
+        self.sum = value if self.sum is None else self.sum + value
+        if self.min is None or value < self.min:
+            self.min = value
+        if self.max is None or value > self.max:
+            self.max = value
+        if self.sketch is not None:
+            self.sketch.add(value)
+
+    def add_statset(self, stats: Statset, sketch: Sketch | None = None) -> None:
+        """Merge a summary someone else made: count and sum add, min and max take extremes.
+
+        Fields the statset lacks are left as they are; `sketch` is that
+        summary's sketch, if it sent one.
+        """
+        if stats.count is not None:
+            self.count = stats.count if self.count is None else self.count + stats.count
+        if stats.sum is not None:
+            self.sum = stats.sum if self.sum is None else self.sum + stats.sum
+        if stats.min is not None and (self.min is None or stats.min < self.min):
+            self.min = stats.min
+        if stats.max is not None and (self.max is None or stats.max > self.max):
+            self.max = stats.max
+        if self.sketch is not None:
+            if sketch is None or sketch.relative_accuracy != self.sketch.relative_accuracy:
+                self.sketch = None
+                self.percentiles_lost = True
+            else:
+                self.sketch.merge(sketch)
+
+    def statset(self, fields: Iterable[str]) -> Statset:
+        """The summary as a Statset with the wanted `fields` that it can answer (others left empty)."""
+        values: dict[str, int] = {}
+        for name in fields:
+            if name in PERCENTILE_FIELDS:
+                if self.sketch is not None and self.sketch.count:
+                    values[name] = round(self.sketch.quantile(PERCENTILE_FIELDS[name]))
+            elif name == "avg":
+                if self.count and self.sum is not None:
+                    values[name] = round(self.sum / self.count)
+            else:
+                value = getattr(self, name)
+                if value is not None:
+                    values[name] = value
+        return Statset(**values)

@@ -1,0 +1,278 @@
+"""`agg` summariser: per-interval sums, exact extremes, counter deltas, statset merging, lateness, tiers."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mondemand.backends.agg import AGG_LISTENER_PREFIX, AggBackend
+
+from mondemand.envelope import RawEvent
+from mondemand.messages import Metric, MetricType, Statset, StatsMsg
+from mondemand.options import OptionError, parse_options
+from mondemand.plugin_api import ServerContext
+from mondemand.sketch import Sketch
+
+T0 = 1_700_000_040  # a minute boundary (seconds)
+
+
+class Collector:
+    """`inject` that keeps what the summariser emits, decoded."""
+
+    def __init__(self) -> None:
+        self.raw: list[RawEvent] = []
+
+    def __call__(self, raw: RawEvent) -> None:
+        self.raw.append(raw)
+
+    def messages(self) -> list[StatsMsg]:
+        return [raw.message for raw in self.raw]
+
+    def table(self) -> dict[tuple[int, str, tuple[tuple[str, str], ...], str], Statset]:
+        """(interval start s, prog_id, context, metric) -> statset, over everything emitted."""
+        out = {}
+        for msg in self.messages():
+            assert msg.host == "all"
+            for m in msg.metrics:
+                if m.type is MetricType.STATSET:
+                    out[(msg.collect_time // 1000, msg.prog_id, tuple(sorted(msg.context.items())), m.name)] = m.value
+        return out
+
+
+def make_agg(collector: Collector | None = None, name: str = "agg", **options: str) -> AggBackend:
+    values, problems = parse_options(AggBackend.options, options)
+    assert problems == []
+    backend = AggBackend(name, values, ServerContext(inject=collector if collector is not None else Collector()))
+    backend.start()
+    return backend
+
+
+def stats(host: str, t: float, *metrics: Metric, prog: str = "app", **context: str) -> StatsMsg:
+    return StatsMsg(prog, host, context, list(metrics), send_time=int(t * 1000))
+
+
+def counter(name: str, value: int) -> Metric:
+    return Metric(MetricType.COUNTER, name, value)
+
+
+def gauge(name: str, value: int) -> Metric:
+    return Metric(MetricType.GAUGE, name, value)
+
+
+GAUGE_CTX = (("stat", "gauge"),)
+
+
+def test_reference_oracle_ten_hosts_counter_deltas_and_gauges():
+    out = Collector()
+    agg = make_agg(out)
+    for minute in range(3):
+        for n in range(1, 11):
+            t = T0 + minute * 60 + n  # a few seconds into the minute
+            agg.add(stats(f"host{n}", t, counter("foo", n * 600 * (minute + 1)), gauge("bar", n * 20)), now=t)
+    agg.flush(now=T0 + 3 * 60 + 30)
+    table = out.table()
+    # First report of each counter gives 0, as the reference does.
+    assert table[(T0, "app", GAUGE_CTX, "foo")] == Statset(count=10, sum=0, min=0, max=0)
+    for minute in (1, 2):
+        start = T0 + minute * 60
+        assert table[(start, "app", GAUGE_CTX, "foo")] == Statset(count=10, sum=600 * 55, min=600, max=6000)
+        assert table[(start, "app", GAUGE_CTX, "bar")] == Statset(count=10, sum=20 * 55, min=20, max=200)
+    assert agg.counters()["live_series"] == 10  # only the counter states remain
+
+
+def test_an_interval_is_emitted_once_it_is_over_by_the_lateness_and_late_events_are_counted():
+    out = Collector()
+    agg = make_agg(out, lateness="10s")
+    agg.add(stats("a", T0 + 5, gauge("g", 1)), now=T0 + 5)
+    agg.flush(now=T0 + 69)
+    assert out.raw == []
+    agg.add(stats("b", T0 + 50, gauge("g", 2)), now=T0 + 69)  # 9 s after the end: still on time
+    agg.flush(now=T0 + 70)
+    assert out.table()[(T0, "app", GAUGE_CTX, "g")] == Statset(count=2, sum=3, min=1, max=2)
+    agg.add(stats("c", T0 + 59, gauge("g", 100)), now=T0 + 71)  # that minute is closed
+    agg.flush(now=T0 + 200)
+    assert len(out.raw) == 1 and agg.counters()["late"] == 1
+    assert out.messages()[0].collect_time == T0 * 1000
+
+
+def test_events_are_bucketed_by_their_own_time_and_far_future_ones_are_refused():
+    out = Collector()
+    agg = make_agg(out, max_future="60s")
+    agg.add(stats("a", T0 + 61, gauge("g", 7)), now=T0 + 30)  # a client clock 31 s ahead
+    agg.add(stats("a", T0 + 500, gauge("g", 9)), now=T0 + 30)
+    agg.flush(now=T0 + 1000)
+    assert list(out.table()) == [(T0 + 60, "app", GAUGE_CTX, "g")]
+    assert agg.counters()["future"] == 1
+
+
+def test_receipt_time_source_buckets_by_arrival():
+    out = Collector()
+    agg = make_agg(out, time_source="receipt")
+    msg = stats("a", T0 - 3600, gauge("g", 7))
+    msg.receipt_time = (T0 + 10) * 1000
+    agg.add(msg, now=T0 + 10)
+    agg.flush(now=T0 + 1000)
+    assert list(out.table()) == [(T0, "app", GAUGE_CTX, "g")]
+
+
+def test_counter_resets_give_zero_and_reordered_or_repeated_reports_are_left_out():
+    out = Collector()
+    agg = make_agg(out)
+    agg.add(stats("a", T0 + 1, counter("c", 100)), now=T0 + 1)
+    agg.add(stats("a", T0 + 2, counter("c", 130)), now=T0 + 2)  # +30
+    agg.add(stats("a", T0 + 2, counter("c", 130)), now=T0 + 2)  # the same report again
+    agg.add(stats("a", T0 + 1, counter("c", 110)), now=T0 + 3)  # older than the last one
+    agg.add(stats("a", T0 + 4, counter("c", 5)), now=T0 + 4)  # restarted: 0
+    agg.add(stats("a", T0 + 5, counter("c", 25)), now=T0 + 5)  # +20
+    agg.flush(now=T0 + 1000)
+    assert out.table()[(T0, "app", GAUGE_CTX, "c")] == Statset(count=4, sum=50, min=0, max=30)
+    counters = agg.counters()
+    assert (counters["duplicates"], counters["out_of_order"], counters["counter_resets"]) == (1, 1, 1)
+
+
+def test_counters_are_tracked_per_host_and_context():
+    out = Collector()
+    agg = make_agg(out)
+    for t, value in ((1, 10), (2, 25)):
+        agg.add(stats("a", T0 + t, counter("c", value), shard="1"), now=T0 + t)
+        agg.add(stats("a", T0 + t, counter("c", value * 2), shard="2"), now=T0 + t)
+        agg.add(stats("b", T0 + t, counter("c", value * 3), shard="1"), now=T0 + t)
+    agg.flush(now=T0 + 1000)
+    table = out.table()
+    assert table[(T0, "app", (("shard", "1"), ("stat", "gauge")), "c")].sum == 15 + 45
+    assert table[(T0, "app", (("shard", "2"), ("stat", "gauge")), "c")].sum == 30
+
+
+def test_client_statsets_merge_exactly():
+    out = Collector()
+    agg = make_agg(out, stats="count,sum,min,max,avg")
+    for host, s in (("a", Statset(count=3, sum=30, min=5, max=20)), ("b", Statset(count=7, sum=40, min=1, max=9))):
+        msg = StatsMsg("app", host, {}, [Metric(MetricType.STATSET, "lat", s)], collect_time=(T0 + 3) * 1000)
+        agg.add(msg, now=T0 + 5)
+    agg.flush(now=T0 + 1000)
+    assert out.table()[(T0, "app", (("stat", "statset"),), "lat")] == Statset(count=10, sum=70, min=1, max=20, avg=7)
+
+
+def test_aggregation_keys_become_all_and_incoming_stat_is_replaced():
+    out = Collector()
+    agg = make_agg(out, aggregation_keys="cluster")
+    for cluster, s in (("colo1", Statset(count=5, sum=9000, min=600, max=3000)),
+                       ("colo2", Statset(count=5, sum=24000, min=3600, max=6000))):  # fmt: skip
+        msg = StatsMsg("app", "all", {"cluster": cluster, "stat": "gauge"}, [Metric(MetricType.STATSET, "foo", s)],
+                       collect_time=T0 * 1000)  # fmt: skip
+        agg.add(msg, now=T0 + 70)
+    agg.flush(now=T0 + 1000)
+    assert out.table() == {
+        (T0, "app", (("cluster", "all"), ("stat", "gauge")), "foo"): Statset(count=10, sum=33000, min=600, max=6000)
+    }
+
+
+def test_its_own_output_is_skipped_but_other_servers_aggregates_are_taken():
+    out = Collector()
+    agg = make_agg(out)
+    msg = stats("a", time.time(), gauge("g", 1))  # handle() uses the real clock
+    own = RawEvent.from_event(msg.to_lwes()[0], listener=AGG_LISTENER_PREFIX + "other")
+    network = RawEvent.from_event(msg.to_lwes()[0], listener="udp")
+    agg.handle([own, network])
+    counters = agg.counters()
+    assert (counters["own_skipped"], counters["messages"]) == (1, 1)
+    agg.close()
+    assert out.raw[0].listener == AGG_LISTENER_PREFIX + "agg"
+
+
+def test_percentiles_come_from_sketches_that_the_next_tier_merges():
+    rng = random.Random(5)
+    colo_out = [Collector(), Collector()]
+    colos = [make_agg(c, stats="count,median,pctl_99") for c in colo_out]
+    everything = []
+    for n in range(40):
+        colo = colos[n % 2]
+        value = int(rng.lognormvariate(4, 1)) + (5000 if n % 2 else 0)
+        everything.append(value)
+        colo.add(stats(f"h{n}", T0 + 1, gauge("lat", value)), now=T0 + 1)
+    for colo in colos:
+        colo.flush(now=T0 + 1000)
+    top_out = Collector()
+    top = make_agg(top_out, stats="count,median,pctl_99", aggregation_keys="cluster")
+    for i, collector in enumerate(colo_out):
+        for msg in collector.messages():
+            msg.context["cluster"] = f"colo{i}"
+            top.add(msg, now=T0 + 80)
+    top.flush(now=T0 + 1000)
+    [result] = top_out.messages()
+    statset = next(m.value for m in result.metrics if m.type is MetricType.STATSET)
+    sketch = Sketch.from_text(next(m.value for m in result.metrics if m.type_name == "sketch"))
+    ordered = sorted(everything)
+    assert statset.count == 40 and sketch.count == 40
+    assert statset.pctl_99 == pytest.approx(ordered[int(0.99 * 39)], rel=0.02)
+    assert statset.median == pytest.approx(ordered[int(0.5 * 39)], rel=0.02)
+
+
+def test_a_statset_without_a_sketch_drops_percentiles_rather_than_guessing():
+    out = Collector()
+    agg = make_agg(out, stats="count,median")
+    agg.add(stats("a", T0 + 1, gauge("x", 5)), now=T0 + 1)
+    msg = StatsMsg("app", "b", {"stat": "gauge"}, [Metric(MetricType.STATSET, "x", Statset(count=1, sum=7))],
+                   collect_time=T0 * 1000)  # fmt: skip
+    agg.add(msg, now=T0 + 2)
+    agg.flush(now=T0 + 1000)
+    assert out.table()[(T0, "app", GAUGE_CTX, "x")] == Statset(count=2)
+    assert agg.counters()["percentiles_lost"] == 1
+
+
+def test_live_series_are_bounded_and_silent_counters_expire():
+    out = Collector()
+    agg = make_agg(out, max_series="5", expire_after="120s")
+    for i in range(8):
+        agg.add(stats("a", T0 + 1, gauge(f"g{i}", i)), now=T0 + 1)
+    assert (agg.counters()["live_series"], agg.counters()["overflow"]) == (5, 3)
+    agg.flush(now=T0 + 100)
+    assert agg.counters()["live_series"] == 0
+    agg.add(stats("a", T0 + 101, counter("c", 10)), now=T0 + 101)
+    agg.flush(now=T0 + 101)
+    agg.flush(now=T0 + 400)
+    assert agg.counters()["counter_states"] == 0 and agg.counters()["expired"] == 1
+
+
+def test_many_series_are_split_under_max_metrics():
+    out = Collector()
+    agg = make_agg(out, max_metrics="10")
+    agg.add(stats("a", T0 + 1, *(gauge(f"g{i}", i) for i in range(25))), now=T0 + 1)
+    agg.flush(now=T0 + 1000)
+    assert [len(m.metrics) for m in out.messages()] == [10, 10, 5]
+    assert len(out.table()) == 25
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [({"interval": "7s"}, "interval"), ({"stats": "count,p99"}, "stats"), ({"time_source": "wall"}, "time_source"),
+     ({"relative_accuracy": "2"}, "relative_accuracy"), ({"max_series": "0"}, "max_series")],
+)  # fmt: skip
+def test_bad_options_name_their_key(options, key):
+    _values, problems = parse_options(AggBackend.options, options)
+    assert [p.key for p in problems] == [key]
+    assert isinstance(problems[0], OptionError)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(-(10**12), 10**12)), min_size=1, max_size=60))
+def test_two_tier_sums_and_extremes_equal_the_exact_ones(samples):
+    """Gauges from hosts spread over colos, summarised per colo, then across colos, equal the direct figures."""
+    colo_out = {c: Collector() for c in range(2)}
+    colos = {c: make_agg(colo_out[c]) for c in range(2)}
+    for i, (host, value) in enumerate(samples):
+        colos[host % 2].add(stats(f"h{host}-{i}", T0 + 1, gauge("g", value)), now=T0 + 1)
+    top_out = Collector()
+    top = make_agg(top_out, aggregation_keys="cluster")
+    for c, colo in colos.items():
+        colo.flush(now=T0 + 1000)
+        for msg in colo_out[c].messages():
+            msg.context["cluster"] = f"colo{c}"
+            top.add(msg, now=T0 + 70)
+    top.flush(now=T0 + 1000)
+    values = [v for _h, v in samples]
+    [(_key, result)] = top_out.table().items()
+    assert result == Statset(count=len(values), sum=sum(values), min=min(values), max=max(values))
