@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mondemand.backends.series import ProgIdFilter
+from mondemand.client.partials import BOT10_SUFFIX, PARTIAL_CONTEXT_KEY, TOP10_SUFFIX, tail_size
 
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
@@ -44,7 +45,10 @@ AGG_LISTENER_PREFIX = "agg:"
 #: Context key of the aggregate kind; its presence marks an event as an aggregate.
 STAT_KEY = "stat"
 #: Context key of DaTtSs client partials (their interval); dropped so processes with different intervals merge.
-PARTIAL_KEY = "partial_interval_ms"
+PARTIAL_KEY = PARTIAL_CONTEXT_KEY
+#: Gauges next to an emitted statset holding the combined BOT10 / TOP10 means of DaTtSs partials.
+BOT10_MEAN = ".bot10"
+TOP10_MEAN = ".top10"
 SKETCH_TYPE = "sketch"
 STAT_FIELDS = ("count", "sum", "min", "max", "avg", *PERCENTILE_FIELDS)
 
@@ -166,9 +170,12 @@ class AggBackend(Backend):
         if self.percentiles:
             sketches = {m.name: m.value for m in msg.metrics
                         if m.type_name == SKETCH_TYPE and isinstance(m.value, str)}  # fmt: skip
+        tails, consumed = self._tails(msg)
         prog_id = msg.prog_id
         for metric in msg.metrics:
             kind = metric.type
+            if kind is MetricType.GAUGE and metric.name in consumed:
+                continue
             if kind is MetricType.STATSET:
                 bucket = self._bucket(statset_ms, now)
                 if bucket is None:
@@ -176,6 +183,9 @@ class AggBackend(Backend):
                 summary = self._summary(bucket, (prog_id, out_context(incoming_stat or "statset"), metric.name))
                 if summary is not None:
                     summary.add_statset(metric.value, self._sketch(sketches.get(metric.name)))
+                    tail = tails.get(metric.name)
+                    if tail is not None:
+                        summary.add_tails(metric.value.count, *tail)
                     self.stats["samples"] += 1
             elif kind is MetricType.GAUGE or kind is MetricType.COUNTER:
                 bucket = self._bucket(plain_ms, now)
@@ -192,6 +202,33 @@ class AggBackend(Backend):
                     self.stats["samples"] += 1
             elif metric.type_name != SKETCH_TYPE:
                 self.stats["unknown_types"] += 1
+
+    @staticmethod
+    def _tails(msg: StatsMsg) -> tuple[dict[str, tuple[float, float]], set[str]]:
+        """BOT10/TOP10 means per statset name, and the gauges that carried them (not summarised as gauges).
+
+        A client partial sends the tail *sums* (`NAME.bot10_sum`, divided by
+        k = ceil(count / 10)); a lower tier's aggregate sends the combined means
+        (`NAME.bot10`). Either way they are merged COUNT-weighted (docs/client.md).
+        """
+        if PARTIAL_KEY in msg.context:
+            bot_suffix, top_suffix, per_tail = BOT10_SUFFIX, TOP10_SUFFIX, True
+        elif STAT_KEY in msg.context:
+            bot_suffix, top_suffix, per_tail = BOT10_MEAN, TOP10_MEAN, False
+        else:
+            return {}, set()
+        gauges = {m.name: m.value for m in msg.metrics if m.type is MetricType.GAUGE}
+        tails: dict[str, tuple[float, float]] = {}
+        consumed: set[str] = set()
+        for metric in msg.metrics:
+            if metric.type is not MetricType.STATSET or not metric.value.count:
+                continue
+            bot_name, top_name = metric.name + bot_suffix, metric.name + top_suffix
+            if bot_name in gauges and top_name in gauges:
+                k = tail_size(metric.value.count) if per_tail else 1
+                tails[metric.name] = (gauges[bot_name] / k, gauges[top_name] / k)
+                consumed.update((bot_name, top_name))
+        return tails, consumed
 
     def _bucket(self, ms: int, now: float) -> int | None:
         seconds = ms / 1000
@@ -281,6 +318,10 @@ class AggBackend(Backend):
         for (prog_id, context, name), summary in series.items():
             metrics = grouped.setdefault((prog_id, context), [])
             metrics.append(Metric(MetricType.STATSET, name, summary.statset(self.fields)))
+            tails = summary.tails
+            if tails is not None:
+                metrics.append(Metric(MetricType.GAUGE, name + BOT10_MEAN, round(tails[0])))
+                metrics.append(Metric(MetricType.GAUGE, name + TOP10_MEAN, round(tails[1])))
             if summary.sketch is not None:
                 metrics.append(Metric(MetricType.UNKNOWN, name, summary.sketch.to_text(), type_name=SKETCH_TYPE))
             elif summary.percentiles_lost:

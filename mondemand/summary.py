@@ -26,7 +26,8 @@ PERCENTILE_FIELDS = {
 class Summary:
     """One aggregate series in one interval; not thread-safe (its backend owns it)."""
 
-    __slots__ = ("count", "max", "min", "percentiles_lost", "sketch", "sum")
+    __slots__ = ("bot_weighted", "count", "max", "min", "percentiles_lost", "sketch", "sum", "tail_count",
+                 "top_weighted")
 
     def __init__(self, sketch: Sketch | None = None) -> None:
         self.count: int | None = None
@@ -35,6 +36,10 @@ class Summary:
         self.max: int | None = None
         self.sketch = sketch
         self.percentiles_lost = False
+        #: BOT10/TOP10 of DaTtSs partials: sums of count x tail mean, and the count they cover.
+        self.tail_count = 0
+        self.bot_weighted = 0.0
+        self.top_weighted = 0.0
 
     def add(self, value: int) -> None:
         """One sample: a gauge reading or a counter delta."""
@@ -67,6 +72,19 @@ class Summary:
                 self.percentiles_lost = True
             else:
                 self.sketch.merge(sketch)
+
+    def add_tails(self, count: int, bot10: float, top10: float) -> None:
+        """Merge the BOT10/TOP10 means of a summary of `count` samples: the combine is COUNT-weighted."""
+        self.tail_count += count
+        self.bot_weighted += count * bot10
+        self.top_weighted += count * top10
+
+    @property
+    def tails(self) -> tuple[float, float] | None:
+        """The combined (BOT10, TOP10) means, None when no contribution had them."""
+        if not self.tail_count:
+            return None
+        return self.bot_weighted / self.tail_count, self.top_weighted / self.tail_count
 
     def statset(self, fields: Iterable[str]) -> Statset:
         """The summary as a Statset with the wanted `fields` that it can answer (others left empty)."""

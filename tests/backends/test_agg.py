@@ -276,3 +276,38 @@ def test_two_tier_sums_and_extremes_equal_the_exact_ones(samples):
     values = [v for _h, v in samples]
     [(_key, result)] = top_out.table().items()
     assert result == Statset(count=len(values), sum=sum(values), min=min(values), max=max(values))
+
+
+def test_dattss_partials_combine_bot10_top10_count_weighted_through_two_tiers():
+    from mondemand.client.partials import PARTIAL_CONTEXT_KEY, Partial, combine
+
+    groups = [list(range(1, 101)), [1000 + i for i in range(10)], list(range(50, 80))]
+    partials = [Partial.from_samples(g) for g in groups]
+    colo_out = Collector()
+    colo = make_agg(colo_out)
+    for i, p in enumerate(partials[:2]):
+        msg = StatsMsg("api", f"web{i}", {PARTIAL_CONTEXT_KEY: "5000"}, p.to_metrics("query"),
+                       send_time=(T0 + 1) * 1000)  # fmt: skip
+        colo.add(msg, now=T0 + 2)
+    colo.flush(now=T0 + 1000)
+    [colo_msg] = colo_out.messages()
+    gauges = {m.name: m.value for m in colo_msg.metrics if m.type is MetricType.GAUGE}
+    expected = combine(partials[:2])
+    assert gauges == {"query.bot10": round(expected.bot10), "query.top10": round(expected.top10)}
+    assert colo_msg.context == {"stat": "statset"}
+
+    # A second tier merges the colo's combined tails with another partial, still COUNT-weighted.
+    top_out = Collector()
+    top = make_agg(top_out)
+    top.add(colo_msg, now=T0 + 70)
+    third = StatsMsg("api", "web9", {PARTIAL_CONTEXT_KEY: "5000"}, partials[2].to_metrics("query"),
+                     send_time=(T0 + 1) * 1000)  # fmt: skip
+    top.add(third, now=T0 + 70)
+    top.flush(now=T0 + 1000)
+    [result] = top_out.messages()
+    gauges = {m.name: m.value for m in result.metrics if m.type is MetricType.GAUGE}
+    statset = next(m.value for m in result.metrics if m.type is MetricType.STATSET)
+    everything = combine(partials)
+    assert statset == Statset(count=140, sum=round(everything.sum), min=1, max=1009)
+    assert gauges["query.bot10"] == pytest.approx(everything.bot10, abs=1)
+    assert gauges["query.top10"] == pytest.approx(everything.top10, abs=1)
