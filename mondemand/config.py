@@ -202,6 +202,10 @@ class _Loader:
             runner_raw = {k: raw.pop(k) for k in list(raw) if k in common}
             runner = self.options(section, RUNNER_OPTIONS[1:], runner_raw)
         options = self.options(section, tuple(getattr(cls, "options", ())), raw)
+        check = getattr(cls, "check_options", None)
+        if check is not None and set(options) >= {o.name for o in getattr(cls, "options", ())}:
+            for p in check(options):
+                self.problem(section, p.key, p.message)
         return PluginSection(kind, name, type_name, cls, options, runner)
 
     def check_routes(

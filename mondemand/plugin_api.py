@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mondemand.envelope import RawEvent
-from mondemand.options import Option
+from mondemand.options import Option, OptionError
 
 
 @dataclass
@@ -54,6 +54,11 @@ class Backend:
         self.config = dict(config)
         self.context = context
         self.log = logging.getLogger(f"mondemand.backend.{name}")
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[OptionError]:
+        """Problems between options that are each valid (e.g. copies > destinations); checked at load."""
+        return []
 
     def start(self) -> None:
         """Open files or connections; called in the worker before the first batch."""
