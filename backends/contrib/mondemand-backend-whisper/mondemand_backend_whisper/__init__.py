@@ -1,0 +1,205 @@
+"""`whisper` backend: every StatsMsg series in a Graphite whisper file.
+
+The same series as the `rrd` backend (`mondemand.backends.series`): one per
+(prog_id, type, metric, host, context), statsets split into their
+sub-statistics. Files live in the Graphite tree (``layout = tree``, the
+default, so graphite-web reads them as they are) or in the reference's flat
+layout (``layout = file``). Retentions default to ``1m:31d,15m:100d,1d:400d``.
+
+Counters arrive cumulative; whisper stores a value per interval, so each
+report becomes either the per-second rate since the previous report
+(``counters = rate``, like RRD's DERIVE) or the increase since it
+(``counters = delta``). The first report of a counter and a report lower than
+the previous one (a restart) store nothing: there is no honest value for them.
+
+docs/writing-a-backend.md in the mondemand repository walks through this module.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import whisper
+from mondemand.backends.series import (
+    PathRegistry,
+    ProgIdFilter,
+    SeriesKey,
+    SeriesNameError,
+    file_path,
+    series_from_stats,
+    tree_path,
+)
+
+from mondemand.envelope import RawEvent
+from mondemand.hookspecs import hookimpl
+from mondemand.messages import StatsMsg
+from mondemand.options import Option
+from mondemand.plugin_api import Backend, ServerContext
+from mondemand.runner import RateLimitedLog
+
+__all__ = ["WhisperBackend", "aggregation_method", "parse_retentions"]
+
+DEFAULT_RETENTIONS = ["1m:31d", "15m:100d", "1d:400d"]
+SUFFIX = ".wsp"
+
+
+def parse_retentions(items: list[str]) -> list[tuple[int, int]]:
+    """["1m:31d", ...] -> [(seconds per point, points), ...]; ValueError saying what whisper refuses."""
+    try:
+        archives = [whisper.parseRetentionDef(item) for item in items]
+        whisper.validateArchiveList(archives)
+    except (ValueError, whisper.InvalidConfiguration) as exc:
+        raise ValueError(f"bad retentions: {exc}") from None
+    if not archives:
+        raise ValueError("give at least one archive, e.g. 1m:31d")
+    return archives
+
+
+def _check_xff(value: float) -> None:
+    if not 0 <= value <= 1:
+        raise ValueError("must be between 0 and 1")
+
+
+def aggregation_method(key: SeriesKey, counters: str) -> str:
+    """How whisper rolls a series up into its coarser archives.
+
+    Sums and counts add up; minima and maxima keep their extremes; counter
+    deltas add up (rates average); everything else averages.
+    """
+    kind = key.metric_type
+    if kind == "counter":
+        return "sum" if counters == "delta" else "average"
+    if kind in ("count", "sum"):
+        return "sum"
+    if kind in ("min", "max"):
+        return kind
+    return "average"
+
+
+class WhisperBackend(Backend):
+    """Store counters, gauges and statset sub-statistics as whisper files."""
+
+    type_name = "whisper"
+    needs = "message"
+    options = (
+        Option("root", "str", required=True, help="directory of the whisper files"),
+        Option("retentions", "list", DEFAULT_RETENTIONS, check=parse_retentions,
+               help="archives as precision:duration, finest first (Graphite's storage-schemas syntax)"),
+        Option("x_files_factor", "float", 0.5, check=_check_xff,
+               help="fraction of known points needed to roll up into a coarser archive"),
+        Option("counters", "str", "rate", choices=("rate", "delta"),
+               help="store counters as per-second rates or per-report increases"),
+        Option("layout", "str", "tree", choices=("tree", "file"),
+               help="Graphite tree (prog/md|agg/name/.../host/H/type.wsp) or the reference's flat layout"),
+        Option("short_host", "bool", False, help="tree uses the host name up to its first dot"),
+        Option("sparse", "bool", True, help="create sparse files (disk used grows with the data)"),
+        Option("whitelist", "list", [], help="prog_id globs to store (when set, only these)"),
+        Option("blacklist", "list", [], help="prog_id globs never to store"),
+    )  # fmt: skip
+
+    def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
+        full = {opt.name: opt.default for opt in self.options if not opt.required}
+        full.update(config)
+        super().__init__(name, full, context)
+
+    def start(self) -> None:
+        cfg = self.config
+        self.root = Path(cfg["root"]).absolute()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.archives = parse_retentions(list(cfg["retentions"]))
+        self.filter = ProgIdFilter(cfg["whitelist"], cfg["blacklist"])
+        self.registry = PathRegistry("whisper", self.log)
+        self.ratelog = RateLimitedLog(self.log)
+        self.paths: dict[SeriesKey, Path | None] = {}
+        self.last_counter: dict[SeriesKey, tuple[int, int]] = {}
+        self.counts: Counter[str] = Counter()
+
+    def counters(self) -> dict[str, float]:
+        values: dict[str, float] = {"series": len(self.paths), "collisions": self.registry.collisions}
+        for name in ("points_written", "files_created", "rejected", "errors", "bad_names", "filtered",
+                     "first_counter_reports", "counter_resets"):
+            values[name] = self.counts[name]
+        return values
+
+    def handle(self, batch: list[RawEvent]) -> None:
+        pending: dict[SeriesKey, list[tuple[int, float]]] = {}
+        for raw in batch:
+            msg = raw.message
+            if not isinstance(msg, StatsMsg):
+                continue
+            if not self.filter.allows(msg.prog_id):
+                self.counts["filtered"] += 1
+                continue
+            for key, timestamp, value in series_from_stats(msg):
+                if key.metric_type == "counter":
+                    stored = self._counter_value(key, timestamp, value)
+                    if stored is None:
+                        continue
+                    value = stored
+                pending.setdefault(key, []).append((timestamp, value))
+        for key, points in pending.items():
+            self._write(key, points)
+
+    def _counter_value(self, key: SeriesKey, timestamp: int, value: int) -> float | None:
+        previous = self.last_counter.get(key)
+        self.last_counter[key] = (timestamp, value)
+        if previous is None:
+            self.counts["first_counter_reports"] += 1
+            return None
+        last_ts, last_value = previous
+        if value < last_value:
+            self.counts["counter_resets"] += 1
+            return None
+        if timestamp <= last_ts:
+            self.counts["rejected"] += 1
+            self.last_counter[key] = previous
+            return None
+        increase = value - last_value
+        return increase if self.config["counters"] == "delta" else increase / (timestamp - last_ts)
+
+    def _path(self, key: SeriesKey) -> Path | None:
+        if key in self.paths:
+            return self.paths[key]
+        path: Path | None = None
+        try:
+            rel: PurePosixPath = (tree_path(key, SUFFIX, short_host=self.config["short_host"])
+                                  if self.config["layout"] == "tree" else file_path(key, SUFFIX))  # fmt: skip
+        except SeriesNameError as exc:
+            self.counts["bad_names"] += 1
+            self.ratelog.error("name", "%s: cannot store %s: %s", self.name, key, exc)
+        else:
+            if self.registry.claim(rel, key):
+                path = self.root.joinpath(*rel.parts)
+        self.paths[key] = path
+        return path
+
+    def _write(self, key: SeriesKey, points: list[tuple[int, float]]) -> None:
+        path = self._path(key)
+        if path is None:
+            self.counts["rejected"] += len(points)
+            return
+        try:
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                whisper.create(str(path), self.archives, xFilesFactor=self.config["x_files_factor"],
+                               aggregationMethod=aggregation_method(key, self.config["counters"]),
+                               sparse=self.config["sparse"])  # fmt: skip
+                self.counts["files_created"] += 1
+            oldest = int(time.time()) - self.archives[-1][0] * self.archives[-1][1]
+            kept = [p for p in points if p[0] > oldest]
+            self.counts["rejected"] += len(points) - len(kept)
+            whisper.update_many(str(path), kept)
+            self.counts["points_written"] += len(kept)
+        except (OSError, whisper.WhisperException) as exc:
+            self.counts["errors"] += 1
+            self.ratelog.error(f"write {os.fspath(path)}", "%s: writing %s failed: %s", self.name, path, exc)
+
+
+@hookimpl
+def register_backend_types(register) -> None:
+    register("whisper", WhisperBackend)
