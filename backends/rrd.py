@@ -19,10 +19,8 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import rrdtool
 from mondemand.backends.rrdcached import (
@@ -48,7 +46,7 @@ from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages.stats import StatsMsg
 from mondemand.options import Option
-from mondemand.plugin_api import Backend, ServerContext
+from mondemand.plugin_api import Backend
 from mondemand.runner import RateLimitedLog
 
 #: The one data source of every file, as in the reference.
@@ -180,11 +178,6 @@ class RrdBackend(Backend):
         Option("max_future", "duration", 600.0, minimum=0,
                help="refuse samples stamped further ahead of this server's clock (one would block its file)"),
     )
-
-    def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
-        full = {opt.name: opt.default for opt in self.options if not opt.required}
-        full.update(config)
-        super().__init__(name, full, context)
 
     # -- lifecycle -------------------------------------------------------------
 

@@ -51,7 +51,9 @@ class Backend:
 
     def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
         self.name = name
-        self.config = dict(config)
+        # Defaults of declared options fill what `config` leaves out (a backend built directly, in tests or tools).
+        self.config = {opt.name: opt.default for opt in self.options if not opt.required}
+        self.config.update(config)
         self.context = context
         self.log = logging.getLogger(f"mondemand.backend.{name}")
 

@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
 from datetime import UTC, tzinfo
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages.log import Priority
 from mondemand.options import Option
-from mondemand.plugin_api import Backend, ServerContext
+from mondemand.plugin_api import Backend
 
 from .history import History
 from .state import LiveState
@@ -88,11 +86,6 @@ class DashboardBackend(Backend):
         Option("max_streams", "int", 64, minimum=1, help="most pages open at once"),
         Option("title", "str", "mondemand", help="shown in the page's heading"),
     )
-
-    def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
-        full = {opt.name: opt.default for opt in self.options if not opt.required}
-        full.update(config)
-        super().__init__(name, full, context)
 
     def start(self) -> None:
         from .web import Dashboard, WebServer  # aiohttp: the `web` extra

@@ -20,9 +20,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import whisper
 from mondemand.backends.series import (
@@ -39,7 +37,7 @@ from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages import StatsMsg
 from mondemand.options import Option
-from mondemand.plugin_api import Backend, ServerContext
+from mondemand.plugin_api import Backend
 from mondemand.runner import RateLimitedLog
 
 __all__ = ["WhisperBackend", "aggregation_method", "parse_retentions"]
@@ -101,11 +99,6 @@ class WhisperBackend(Backend):
         Option("whitelist", "list", [], help="prog_id globs to store (when set, only these)"),
         Option("blacklist", "list", [], help="prog_id globs never to store"),
     )  # fmt: skip
-
-    def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
-        full = {opt.name: opt.default for opt in self.options if not opt.required}
-        full.update(config)
-        super().__init__(name, full, context)
 
     def start(self) -> None:
         cfg = self.config
