@@ -9,6 +9,7 @@ import pytest
 import whisper
 from mondemand_backend_whisper import WhisperBackend
 
+from mondemand.config import ConfigError, load_config
 from mondemand.messages.stats import Statset
 from mondemand.options import parse_options
 from mondemand.plugin_api import ServerContext
@@ -78,12 +79,30 @@ def test_three_archives_with_the_default_retentions(tmp_path):
     assert info["xFilesFactor"] == pytest.approx(0.5)
 
 
-def test_flat_layout_and_wire_names_stay_under_root(tmp_path):
-    backend = make_backend(tmp_path / "root", layout="file")
-    backend.handle(raw_events(stats_msg("../../etc", host="../../x", gauges={"../passwd": 1}, send_time=BASE)))
-    files = [p for p in (tmp_path).rglob("*") if p.is_file()]
+@pytest.mark.parametrize("layout", ["tree", "file"])
+def test_wire_names_stay_under_root(tmp_path, layout):
+    backend = make_backend(tmp_path / "root", layout=layout)
+    backend.handle(raw_events(stats_msg("../../etc", host="../../x", gauges={"../passwd": 1},
+                                        context={"..": "/"}, send_time=BASE)))  # fmt: skip
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert len(files) == 1 and (tmp_path / "root") in files[0].parents
+    assert ".." not in files[0].relative_to(tmp_path / "root").parts
     assert backend.counters()["points_written"] == 1
+
+
+def test_points_older_than_the_longest_retention_are_counted_not_written(tmp_path):
+    backend = make_backend(tmp_path, retentions="1m:1h")
+    backend.handle(raw_events(stats_msg(gauges={"g": 5}, send_time=BASE),  # two hours ago: past 1h
+                              stats_msg(gauges={"g": 6}, send_time=BASE + 7200 - 120)))  # fmt: skip
+    counts = backend.counters()
+    assert (counts["rejected"], counts["points_written"]) == (1, 1)
+    assert values(tmp_path / "app/md/g/host/web1/gauge.wsp", BASE + 6000, BASE + 7200) == {BASE + 7080: 6.0}
+
+
+def test_short_host_follows_the_rrd_tree(tmp_path):
+    backend = make_backend(tmp_path)
+    backend.handle(raw_events(stats_msg(host="web1.example.com", gauges={"g": 3}, send_time=BASE)))
+    assert values(tmp_path / "app/md/g/host/web1/gauge.wsp") == {BASE: 3.0}
 
 
 def test_a_corrupt_file_is_counted_and_the_rest_of_the_batch_written(tmp_path):
@@ -103,6 +122,29 @@ def test_a_corrupt_file_is_counted_and_the_rest_of_the_batch_written(tmp_path):
 def test_bad_options_name_their_key(tmp_path, options, key):
     _values, problems = parse_options(WhisperBackend.options, {"root": str(tmp_path), **options})
     assert [p.key for p in problems] == [key]
+
+
+def test_a_bad_retentions_option_is_a_config_error_naming_it(tmp_path):
+    routes = tmp_path / "routes.ini"
+    routes.write_text(f"""
+[listener:in]
+type = lwes-udp
+port = {free_port()}
+
+[backend:w]
+type = whisper
+root = {tmp_path}
+retentions = 1m:31d, 15m:100q
+
+[route:stats]
+events = MonDemand::StatsMsg
+backends = w
+""")
+    with pytest.raises(ConfigError) as info:
+        load_config(routes, PluginHost.discover())
+    assert len(info.value.problems) == 1
+    assert "[backend:w]" in info.value.problems[0] and "retentions" in info.value.problems[0]
+    assert "'15m:100q'" in info.value.problems[0] and "Invalid unit 'q'" in info.value.problems[0]
 
 
 def test_the_real_server_stores_a_gauge_through_the_plugin(tmp_path):

@@ -17,7 +17,7 @@ docs/writing-a-backend.md in the mondemand repository walks through this module.
 
 from __future__ import annotations
 
-import os
+import struct
 import time
 from collections import Counter
 from pathlib import Path, PurePosixPath
@@ -47,14 +47,19 @@ SUFFIX = ".wsp"
 
 
 def parse_retentions(items: list[str]) -> list[tuple[int, int]]:
-    """["1m:31d", ...] -> [(seconds per point, points), ...]; ValueError saying what whisper refuses."""
-    try:
-        archives = [whisper.parseRetentionDef(item) for item in items]
-        whisper.validateArchiveList(archives)
-    except (ValueError, whisper.InvalidConfiguration) as exc:
-        raise ValueError(f"bad retentions: {exc}") from None
-    if not archives:
+    """["1m:31d", ...] -> [(seconds per point, points), ...]; ValueError naming the archive whisper refuses."""
+    if not items:
         raise ValueError("give at least one archive, e.g. 1m:31d")
+    archives = []
+    for item in items:
+        try:
+            archives.append(whisper.parseRetentionDef(item))
+        except ValueError as exc:
+            raise ValueError(f"archive {item!r} is not precision:duration ({exc})") from None
+    try:
+        whisper.validateArchiveList(archives)
+    except whisper.InvalidConfiguration as exc:
+        raise ValueError(f"archives do not fit together: {exc}") from None
     return archives
 
 
@@ -79,6 +84,14 @@ def aggregation_method(key: SeriesKey, counters: str) -> str:
     return "average"
 
 
+def _stays_under(rel: PurePosixPath) -> bool:
+    """True when `rel` is relative and has no ``.``/``..`` parts: joined to the root it cannot leave it.
+
+    tree_path and file_path already make every wire name safe; this makes sure of it before anything is created.
+    """
+    return not rel.is_absolute() and all(part not in ("", ".", "..") for part in rel.parts)
+
+
 class WhisperBackend(Backend):
     """Store counters, gauges and statset sub-statistics as whisper files."""
 
@@ -94,7 +107,7 @@ class WhisperBackend(Backend):
                help="store counters as per-second rates or per-report increases"),
         Option("layout", "str", "tree", choices=("tree", "file"),
                help="Graphite tree (prog/md|agg/name/.../host/H/type.wsp) or the reference's flat layout"),
-        Option("short_host", "bool", False, help="tree uses the host name up to its first dot"),
+        Option("short_host", "bool", True, help="tree uses the host name up to its first dot, as the rrd backend's"),
         Option("sparse", "bool", True, help="create sparse files (disk used grows with the data)"),
         Option("whitelist", "list", [], help="prog_id globs to store (when set, only these)"),
         Option("blacklist", "list", [], help="prog_id globs never to store"),
@@ -166,7 +179,10 @@ class WhisperBackend(Backend):
             self.counts["bad_names"] += 1
             self.ratelog.error("name", "%s: cannot store %s: %s", self.name, key, exc)
         else:
-            if self.registry.claim(rel, key):
+            if not _stays_under(rel):
+                self.counts["bad_names"] += 1
+                self.ratelog.error("name", "%s: %s would leave %s; not stored", self.name, rel, self.root)
+            elif self.registry.claim(rel, key):
                 path = self.root.joinpath(*rel.parts)
         self.paths[key] = path
         return path
@@ -185,12 +201,17 @@ class WhisperBackend(Backend):
                 self.counts["files_created"] += 1
             oldest = int(time.time()) - self.archives[-1][0] * self.archives[-1][1]
             kept = [p for p in points if p[0] > oldest]
-            self.counts["rejected"] += len(points) - len(kept)
+            if len(kept) < len(points):
+                # whisper would drop these silently: count and report them instead.
+                self.counts["rejected"] += len(points) - len(kept)
+                self.ratelog.error("old", "%s: %s: %d point(s) older than the longest retention; not stored",
+                                   self.name, path, len(points) - len(kept))
             whisper.update_many(str(path), kept)
             self.counts["points_written"] += len(kept)
-        except (OSError, whisper.WhisperException) as exc:
+        except (OSError, ValueError, struct.error, whisper.WhisperException) as exc:
+            # One bad file (corrupt, unreadable, disk full) must not cost the rest of the batch.
             self.counts["errors"] += 1
-            self.ratelog.error(f"write {os.fspath(path)}", "%s: writing %s failed: %s", self.name, path, exc)
+            self.ratelog.error("write", "%s: writing %s failed: %s", self.name, path, exc)
 
 
 @hookimpl
