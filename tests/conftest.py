@@ -1,4 +1,4 @@
-"""Shared fixtures: where the reference vectors live."""
+"""Shared fixtures: the LWES test vectors carried in tests/data/."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-VECTORS_FILE = SHARED / "vectors" / "vectors.json"
+VECTORS_FILE = Path(__file__).resolve().parent / "data" / "vectors.json"
 
 
 def load_vectors() -> list[dict[str, Any]]:
     """Every LWES test vector; a missing file is an error, never a skip."""
     if not VECTORS_FILE.exists():
-        raise FileNotFoundError(f"reference vectors not found at {VECTORS_FILE}")
+        raise FileNotFoundError(f"test vectors not found at {VECTORS_FILE}")
     return json.loads(VECTORS_FILE.read_text())
 
 
