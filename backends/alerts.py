@@ -336,9 +336,11 @@ def register_section_types(register) -> None:
 def server_started(server: Any) -> None:
     """Warn about rules no alerts backend evaluates, or that several do (each would notify)."""
     rules = getattr(server.context, "sections", {}).get("alert", {})
-    backends = [runner.backend for runner in server.runners.values() if isinstance(runner.backend, AlertsBackend)]
+    # From the configuration, not the instances: the backends may run in worker processes.
+    wanted = [list(section.options.get("rules") or rules) for section in server.config.backends.values()
+              if issubclass(section.cls, AlertsBackend)]
     for name in rules:
-        count = sum(1 for backend in backends if name in backend.rules)
+        count = sum(1 for names in wanted if name in names)
         if count != 1:
             logging.getLogger("mondemand.alerts").warning(
                 "[alert:%s] is evaluated by %d alerts backends%s", name, count,

@@ -12,6 +12,7 @@ class SinkBackend(Backend):
 
     type_name = "sink"
     needs = "raw"
+    default_process = "main"
 
     def start(self) -> None:
         self.discarded = 0

@@ -175,6 +175,10 @@ class LwesUdpListener(Listener):
         """(host, port) the socket is bound to: the real port after `start`, the configured one before."""
         return self._bound if self._bound is not None else (self.address, self.port)
 
+    def sockets(self) -> list[socket.socket]:
+        """The socket, once started (for the kernel's drop counters)."""
+        return [] if self._sock is None else [self._sock]
+
     def describe(self) -> str:
         """udp://host:port, or udp+multicast://group:port@interface."""
         host, port = self.bound_address

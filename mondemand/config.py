@@ -27,6 +27,10 @@ SERVER_OPTIONS = (
     Option("stats_prog_id", "str", "mondemand_server", help="prog_id of the self-metrics"),
     Option("stats_channel", "address", None, help="also send self-metrics to this LWES host:port"),
     Option("drain_timeout", "duration", 30.0, help="how long shutdown waits for each backend's queue"),
+    Option("workers", "bool", True,
+           help="run backends in worker processes (their `process` option); false keeps all in one process"),
+    Option("worker_queue_bytes", "size", 64 << 20, minimum=1 << 16,
+           help="bytes queued in the main process for one worker before its batches are dropped"),
 )
 HTTP_OPTIONS = (
     Option("address", "str", "127.0.0.1", help="bind address of the status/HTTP port (loopback by default)"),
@@ -40,6 +44,8 @@ RUNNER_OPTIONS = (
     Option("flush_interval", "duration", 1.0, minimum=0.01, help="period of the backend's flush"),
     Option("backoff_min", "duration", 0.1, help="first wait before restarting a failed backend"),
     Option("backoff_max", "duration", 30.0, help="longest wait between restarts"),
+    Option("process", "str", None,
+           help="worker process to run in: backends naming the same one share it; main = the main process"),
 )
 ROUTE_OPTIONS = (
     Option("events", "list", required=True, help="event names, globs, or * for every event"),

@@ -48,6 +48,9 @@ class Backend:
     needs: ClassVar[str] = "raw"
     #: True for backends that route events of their own (`ServerContext.inject`): they stop first at shutdown.
     injects: ClassVar[bool] = False
+    #: Where the backend runs when its section says no `process`: None = a worker process of its own,
+    #: "main" = the main process (only for backends that cost next to nothing per event).
+    default_process: ClassVar[str | None] = None
 
     def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
         self.name = name
@@ -106,6 +109,10 @@ class Listener:
 
     def stop(self) -> None:
         raise NotImplementedError
+
+    def sockets(self) -> list[Any]:
+        """The datagram sockets it reads, so the server can report the kernel's drops on them."""
+        return []
 
     def describe(self) -> str:
         """Where it listens, for logs and /status (e.g. udp://127.0.0.1:20402)."""

@@ -1,6 +1,8 @@
 """`Router`: fan each received event out to backends by event name.
 
-Routes are evaluated in file order and every matching route delivers (a
+A target is a `BackendRunner` (a backend in this process) or a
+`mondemand.workers.RemoteTarget` (backends in a worker process); both take
+batches with `offer_many`. Routes are evaluated in file order and every matching route delivers (a
 backend gets an event once even when several routes name it). A route's
 `events` are exact names, globs (`MonDemand::*`) or `*` for every event,
 mondemand's or not. The name -> backends answer is cached, so the per-event
@@ -14,6 +16,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mondemand.envelope import RawEvent
 from mondemand.runner import BackendRunner
@@ -92,7 +95,7 @@ class Router:
                     chosen.setdefault(b, self.runners[b])
                 if route.stop:
                     break
-        result = tuple(chosen.values())
+        result = _merge_remote(tuple(chosen.values()))
         if len(self._cache) >= self._CACHE_MAX:
             self._cache.clear()
         self._cache[key] = result
@@ -152,3 +155,23 @@ class Router:
             "decode_errors": self.decode_errors,
             "dispatcher_errors": no_route + self.decode_errors,
         }
+
+
+def _merge_remote(targets: tuple[Any, ...]) -> tuple[Any, ...]:
+    """One target per worker process: backends sharing a worker get a batch in one frame (masks or-ed)."""
+    merged: dict[int, Any] = {}
+    out: list[Any] = []
+    for target in targets:
+        worker = getattr(target, "worker", None)
+        if worker is None:
+            out.append(target)
+            continue
+        previous = merged.get(id(worker))
+        if previous is None:
+            merged[id(worker)] = target
+            out.append(target)
+        else:
+            combined = type(target)(worker, previous.mask | target.mask)
+            out[out.index(previous)] = combined
+            merged[id(worker)] = combined
+    return tuple(out)

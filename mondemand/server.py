@@ -1,4 +1,9 @@
-"""`Server`: listeners, router and backend workers assembled from a `ServerConfig`."""
+"""`Server`: listeners, router and backend workers assembled from a `ServerConfig`.
+
+The main process receives and routes; backends run in worker processes
+(`mondemand.workers`) unless their `process` is `main` or `[server] workers`
+is off. docs/architecture.md has the picture.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 from mondemand.config import ServerConfig
 from mondemand.envelope import RawEvent
+from mondemand.kernelstats import KernelDrops
 from mondemand.lwes import LwesDecodeError, encode
 from mondemand.plugin_api import Backend, Listener, ServerContext
 from mondemand.plugins import PluginHost
 from mondemand.router import Router
 from mondemand.runner import BackendRunner
 from mondemand.selfstats import stats_events
+from mondemand.workers import BackendSpec, WorkerProcess, WorkerSettings, WorkerStartError
 
 log = logging.getLogger("mondemand.server")
 
@@ -30,7 +37,8 @@ class ServerStartError(Exception):
 class Server:
     """One running router process (the CLI adds signals around it)."""
 
-    def __init__(self, config: ServerConfig, host: PluginHost) -> None:
+    def __init__(self, config: ServerConfig, host: PluginHost, *, workers: bool | None = None) -> None:
+        """`workers=False` keeps every backend in this process whatever the config says (tools, tests)."""
         self.config = config
         self.host = host
         self.started_at = time.time()
@@ -38,15 +46,36 @@ class Server:
             inject=self.inject, hostname=config.server["hostname"], config_dir=config.path.parent.resolve(),
             sections=config.sections,
         )
+        use_workers = config.server.get("workers", True) if workers is None else workers
+        #: Backends running in this process.
         self.runners: dict[str, BackendRunner] = {}
+        #: Worker processes by name, each running one or more backends.
+        self.workers: dict[str, WorkerProcess] = {}
+        targets: dict[str, Any] = {}
+        groups: dict[str, list[BackendSpec]] = {}
         for name, section in config.backends.items():
-            self.runners[name] = BackendRunner(
-                name,
-                self._backend_factory(section.cls, name, section.options),
-                on_decode_error=self._count_decode_error,
-                **section.runner,
-            )
-        self.router = Router(config.routes, self.runners)
+            runner_options = dict(section.runner)
+            process = runner_options.pop("process", None) or getattr(section.cls, "default_process", None) or name
+            if not use_workers or process == "main":
+                runner = BackendRunner(
+                    name,
+                    self._backend_factory(section.cls, name, section.options),
+                    on_decode_error=self._count_decode_error,
+                    **runner_options,
+                )
+                self.runners[name] = targets[name] = runner
+            else:
+                groups.setdefault(process, []).append(BackendSpec(name, section.cls, section.options, runner_options))
+        settings = WorkerSettings(config.server["hostname"], self.context.config_dir, config.sections,
+                                  float(config.server["drain_timeout"]))
+        for process, specs in groups.items():
+            worker = WorkerProcess(process, specs, settings, self.inject,
+                                   link_bytes=int(config.server.get("worker_queue_bytes", 64 << 20)),
+                                   on_decode_errors=self._count_remote_decode_errors)
+            self.workers[process] = worker
+            for spec in specs:
+                targets[spec.name] = worker.target(spec.name)
+        self.router = Router(config.routes, targets)
         self.listeners: dict[str, Listener] = {
             name: section.cls(name, section.options, self.context) for name, section in config.listeners.items()
         }
@@ -57,6 +86,7 @@ class Server:
         self._stats_thread: threading.Thread | None = None
         self._stats_socket: socket.socket | None = None
         self.http: ThreadingHTTPServer | None = None
+        self.kernel = KernelDrops()
 
     def _backend_factory(self, cls: type[Backend], name: str, options: dict[str, Any]):
         return lambda: cls(name, options, self.context)
@@ -64,9 +94,27 @@ class Server:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
-        """Start backends, then the HTTP port, then listeners; raises ServerStartError naming what failed."""
+        """Start worker processes and backends, then the HTTP port, then listeners.
+
+        Raises ServerStartError naming what failed. Workers are forked first,
+        before this process has started any thread.
+        """
         started: list[BackendRunner] = []
+        forked: list[WorkerProcess] = []
         try:
+            for worker in self.workers.values():
+                try:
+                    worker.fork()
+                except OSError as exc:
+                    raise ServerStartError(f"cannot start worker process {worker.name}: {exc}") from exc
+                forked.append(worker)
+            for worker in forked:
+                try:
+                    worker.wait_ready()
+                except WorkerStartError as exc:
+                    raise ServerStartError(str(exc)) from exc
+            for worker in forked:
+                worker.start_threads()
             for name, runner in self.runners.items():
                 try:
                     runner.start()
@@ -85,9 +133,15 @@ class Server:
             self._stop_listeners()
             for runner in started:
                 runner.stop(timeout=5)
+            for worker in forked:
+                if worker.started:
+                    worker.stop(timeout=5)
+                else:
+                    worker.kill()
             if self.http is not None:
                 self.http.shutdown()
             raise
+        self.kernel.watch(self.listeners)
         if self.config.server["stats_channel"] is not None:
             self._stats_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._stats_thread = threading.Thread(target=self._stats_loop, name="self-metrics", daemon=True)
@@ -103,9 +157,10 @@ class Server:
             self._stats_thread.join(5)
         timeout = self.config.server["drain_timeout"]
         # Backends that inject (the summariser's last intervals) stop first, while the others still run.
-        ordered = sorted(self.runners.values(), key=lambda r: not getattr(r.backend, "injects", False))
-        for runner in ordered:
-            runner.stop(timeout=timeout)
+        units: list[tuple[bool, Any]] = [(bool(getattr(r.backend, "injects", False)), r) for r in self.runners.values()]
+        units += [(w.injects, w) for w in self.workers.values()]
+        for _injects, unit in sorted(units, key=lambda u: not u[0]):
+            unit.stop(timeout=timeout)
         if self.http is not None:
             self.http.shutdown()
             self.http.server_close()
@@ -123,6 +178,8 @@ class Server:
         """SIGHUP: every backend reopens its files."""
         for runner in self.runners.values():
             runner.request_reopen()
+        for worker in self.workers.values():
+            worker.reopen()
 
     def inject(self, raw: RawEvent) -> None:
         """Route an event produced inside the server (self-metrics, aggregates)."""
@@ -137,6 +194,10 @@ class Server:
                 self.router.decode_errors += 1
                 log.debug("undecodable %s from %s:%s: %s", raw.name, raw.sender_ip, raw.sender_port, exc)
 
+    def _count_remote_decode_errors(self, count: int) -> None:
+        with self._decode_lock:
+            self.router.decode_errors += count
+
     # -- self-metrics --------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -147,13 +208,28 @@ class Server:
         router["events_received"] += malformed
         router["dispatcher_errors"] += malformed
         router["malformed"] = malformed
+        kernel = self.kernel.read()
+        router["kernel_drops"] = kernel["rcvbuf_errors"]
+        for name, drops in kernel["listeners"].items():
+            listeners[name]["kernel_drops"] = drops
+        backends = {name: runner.counters() for name, runner in self.runners.items()}
+        polls = [(worker, worker.poll_counters()) for worker in self.workers.values() if worker.running]
+        deadline = time.monotonic() + 1.0
+        for worker, seq in polls:
+            worker.wait_counters(seq, max(0.0, deadline - time.monotonic()))
+        for worker in self.workers.values():
+            for spec in worker.specs:
+                backends[spec.name] = worker.counters(spec.name)
         return {
             "hostname": self.config.server["hostname"],
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "router": router,
             "listeners": listeners,
             "listener_addresses": {name: listener.describe() for name, listener in self.listeners.items()},
-            "backends": {name: runner.counters() for name, runner in self.runners.items()},
+            "backends": backends,
+            "workers": {name: {"pid": w.pid, "backends": [s.name for s in w.specs], "queued_bytes": w.queued_bytes,
+                               "running": w.running} for name, w in self.workers.items()},
+            "kernel": kernel,
             "plugin_problems": [str(p) for p in self.host.problems],
         }
 
@@ -182,6 +258,15 @@ class Server:
 
     # -- HTTP ------------------------------------------------------------------
 
+    def http_routes(self) -> dict[str, Any]:
+        """GET handlers by path prefix: this process's plugins' and, proxied, the workers' backends'."""
+        routes: dict[str, Any] = {}
+        for worker in self.workers.values():
+            for prefix in worker.http_prefixes:
+                routes[prefix] = worker.http_get
+        routes.update(self.context.http_routes)
+        return routes
+
     def _start_http(self) -> None:
         assert self.config.http is not None
         server = self
@@ -193,7 +278,7 @@ class Server:
                 if parts.path in ("/status", "/status/"):
                     self._json(200, server.status())
                     return
-                for prefix, handler in server.context.http_routes.items():
+                for prefix, handler in server.http_routes().items():
                     if parts.path == prefix or parts.path.startswith(prefix.rstrip("/") + "/"):
                         try:
                             status, body = handler(parts.path, query)

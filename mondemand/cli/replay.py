@@ -215,7 +215,8 @@ def start_pipeline(config_path: str, no_plugins: bool) -> Any:
         for line in exc.problems:
             click.echo(f"error: {line}", err=True)
         sys.exit(2)
-    server = Server(config, host)
+    # In this process: replay waits on full queues instead of dropping, which needs the runners at hand.
+    server = Server(config, host, workers=False)
     started = []
     for name, runner in server.runners.items():
         try:
