@@ -18,6 +18,7 @@ Messages (the payload's first item names the kind):
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import pickle
 import struct
@@ -49,12 +50,12 @@ def grow_pipe(fd: int, size: int = PIPE_SIZE) -> None:
         pass
 
 
+_ROW = operator.attrgetter("data", "receipt_ms", "sender_ip", "sender_port", "listener")
+
+
 def encode_batch(name: str, events: Iterable[RawEvent]) -> bytes:
     """The pickled payload of one batch of same-named events (without the header)."""
-    return pickle.dumps(
-        ("batch", name, [(r.data, r.receipt_ms, r.sender_ip, r.sender_port, r.listener) for r in events]),
-        protocol=pickle.HIGHEST_PROTOCOL,
-    )
+    return pickle.dumps(("batch", name, list(map(_ROW, events))), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def encode_message(message: tuple[Any, ...], mask: int = 0) -> bytes:
