@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable
 
 import pytest
@@ -420,3 +421,47 @@ def test_message_backends_see_only_well_formed_messages():
     assert got[0].message.prog_id == "app"
     assert got[1].message is None
     assert r.decode_errors == 1
+
+
+def big_events(n: int, start: int, size: int = 50_000) -> list[RawEvent]:
+    """Test::Seq events of about `size` bytes each, each datagram its own fresh bytes object."""
+    return [RawEvent(encode(Event("Test::Seq").set("seq", LwesType.UINT32, i).set("pad", LwesType.STRING,
+                                                                                  "x" * size)), 1, "127.0.0.1", 9)
+            for i in range(start, start + n)]
+
+
+def test_a_stuck_backend_holds_at_most_queue_bytes():
+    journal = Journal()
+    gate = threading.Event()
+    limit = 2 << 20
+    r = runner(journal, queue_bytes=limit, factory=lambda: Recording(journal, gate=gate))
+    r.start()
+    try:
+        r.offer_many(events(1))
+        wait_for(lambda: r.depth == 0, what="the worker to take the first event and get stuck")
+        per_event = len(big_events(1, 0)[0].data) + EVENT_OVERHEAD
+        fits = limit // per_event
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        offered = queued = 0
+        for start in range(1, 401, 10):
+            batch = big_events(10, start)
+            queued += r.offer_many(batch)
+            offered += len(batch)
+            single = big_events(1, 1000 + start)[0]
+            queued += r.offer(single)
+            offered += 1
+            assert r.queued_bytes <= limit
+            del batch, single
+        grown = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        assert queued == r.depth == fits  # the queue stopped growing at queue_bytes
+        assert r.queued_bytes == fits * per_event
+        assert offered == queued + r.dropped  # every event offered is queued or counted as dropped
+        assert r.dropped == r.dropped_bytes_limit == offered - fits
+        # What stays allocated is the queued events: about queue_bytes, not the 22 MB offered.
+        assert limit * 0.8 < grown < limit * 1.2, grown
+    finally:
+        gate.set()
+    r.stop(timeout=10)
+    assert len(journal.handled()) == 1 + fits
