@@ -140,7 +140,10 @@ class AggBackend(Backend):
             if not self.filter.allows(msg.prog_id):
                 self.stats["filtered"] += 1
                 continue
-            self.add(msg, now, raw.receipt_ms)
+            try:
+                self.add(msg, now, raw.receipt_ms)
+            except Exception as exc:  # bad data in this event (e.g. a value too large): it alone is dropped
+                self.reject(raw, exc)
 
     def add(self, msg: StatsMsg, now: float, receipt_ms: int | None = None) -> None:
         """Fold one StatsMsg into the open intervals (`now`: the server's wall clock, seconds)."""
@@ -297,6 +300,20 @@ class AggBackend(Backend):
         if now >= self._next_expiry:
             self._expire(now)
             self._next_expiry = now + min(self.expire_after, 60.0)
+
+    def takeover(self, previous: Backend) -> None:
+        """Adopt a failed instance's open intervals and counter states, so a restart neither loses nor repeats them.
+
+        The runner calls `previous.abandon()` first, which emits nothing; this
+        instance emits those intervals when they close (or at `close`).
+        """
+        if not isinstance(previous, AggBackend) or previous.interval != self.interval:
+            return
+        self.buckets, self.counter_state, self.live = previous.buckets, previous.counter_state, previous.live
+        self.stats, self._next_expiry = previous.stats, previous._next_expiry
+
+    def abandon(self) -> None:
+        """Replaced after a failure: emit nothing; the replacement has taken over the open intervals."""
 
     def close(self) -> None:
         """Emit what is still open (those last intervals are partial) so a shutdown loses nothing."""

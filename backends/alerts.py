@@ -162,23 +162,29 @@ class AlertsBackend(Backend):
         out: list[Transition] = []
         with self._lock:
             for raw in batch:
-                msg = raw.message
-                prog_id, host = getattr(msg, "prog_id", None), getattr(msg, "host", None)
-                if not isinstance(prog_id, str) or not isinstance(host, str):
-                    continue
-                t = raw.receipt_ms / 1000.0
-                for state in self._source_rules:
-                    if state.rule.selector.matches_source(prog_id, host):
-                        out += state.seen(prog_id, host, t)
-                if not isinstance(msg, StatsMsg):
-                    continue
-                for state in self._metric_rules:
-                    if not state.rule.selector.matches_source(prog_id, host):
-                        continue
-                    for metric in msg.metrics:
-                        out += state.observe(prog_id, host, metric.name, msg.context, metric.type.value,
-                                             metric.value, t)
+                try:
+                    self._observe(raw, out)
+                except Exception as exc:  # bad data in this event (e.g. a value no float holds): it alone is dropped
+                    self.reject(raw, exc)
             self._commit(out)
+
+    def _observe(self, raw: RawEvent, out: list[Transition]) -> None:
+        """Feed one event to the rules (under the lock), adding the transitions it causes to `out`."""
+        msg = raw.message
+        prog_id, host = getattr(msg, "prog_id", None), getattr(msg, "host", None)
+        if not isinstance(prog_id, str) or not isinstance(host, str):
+            return
+        t = raw.receipt_ms / 1000.0
+        for state in self._source_rules:
+            if state.rule.selector.matches_source(prog_id, host):
+                out += state.seen(prog_id, host, t)
+        if not isinstance(msg, StatsMsg):
+            return
+        for state in self._metric_rules:
+            if not state.rule.selector.matches_source(prog_id, host):
+                continue
+            for metric in msg.metrics:
+                out += state.observe(prog_id, host, metric.name, msg.context, metric.type.value, metric.value, t)
 
     def flush(self) -> None:
         now = time.time()

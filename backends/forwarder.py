@@ -119,6 +119,8 @@ class LwesForwarder(Backend):
                 self.stats["undecodable"] += 1
                 self._ratelog.error("undecodable", "%s: cannot forward %s from %s:%s: %s", self.name, raw.name,
                                     raw.sender_ip, raw.sender_port, exc)  # fmt: skip
+            except Exception as exc:  # any other data error in this event: it alone is dropped
+                self.reject(raw, exc)
 
     def _forward(self, raw: RawEvent) -> None:
         msg = raw.message if self.filter != "none" or self.extra_context or self.mode == "hash" else None

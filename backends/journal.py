@@ -102,10 +102,17 @@ class JournalBackend(Backend):
         if self.writer is not None and self._due():
             self.rotate()
         writer = self.writer if self.writer is not None else self._open()
+        written = 0
         for raw in batch:
-            writer.write(JournalRecord(raw.data, raw.receipt_ms, raw.sender_ip, raw.sender_port, raw.listener))
+            try:
+                record = JournalRecord(raw.data, raw.receipt_ms, raw.sender_ip, raw.sender_port, raw.listener)
+            except Exception as exc:  # a record the format cannot hold (e.g. a bad sender address)
+                self.reject(raw, exc)
+                continue
+            writer.write(record)
+            written += 1
         self.bytes_written += writer.sync()
-        self.records += len(batch)
+        self.records += written
 
     def _due(self) -> bool:
         return time.monotonic() - self._opened_mono >= self.interval

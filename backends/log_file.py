@@ -33,7 +33,10 @@ class LogFileBackend(DatedTextBackend):
             if not isinstance(msg, LogMsg):
                 self.skipped_events += 1
                 continue
-            self._add_message(raw, msg)
+            try:
+                self._add_message(raw, msg)
+            except Exception as exc:  # bad data in this event: it alone is dropped
+                self.reject(raw, exc)
         self.write_pending()
 
     def _add_message(self, raw: RawEvent, msg: LogMsg) -> None:

@@ -50,11 +50,23 @@ class PrintBackend(Backend):
 
     def _open(self) -> IO[str]:
         path = self.config["path"]
-        return sys.stdout if path == "-" else open(path, "a", encoding="utf-8")
+        # Strings from the wire may hold bytes that are not UTF-8 (decoded as surrogates): written escaped.
+        return sys.stdout if path == "-" else open(path, "a", encoding="utf-8", errors="backslashreplace")
 
     def handle(self, batch: list[RawEvent]) -> None:
-        self._out.write("".join(self._format(raw) + "\n" for raw in batch))
-        self.lines += len(batch)
+        lines = []
+        for raw in batch:
+            try:
+                lines.append(self._format(raw) + "\n")
+            except Exception as exc:  # bad data in this event (e.g. a receipt time past year 9999)
+                self.reject(raw, exc)
+        text = "".join(lines)
+        try:
+            self._out.write(text)
+        except UnicodeEncodeError:  # standard output with a strict encoding
+            encoding = getattr(self._out, "encoding", None) or "utf-8"
+            self._out.write(text.encode(encoding, "backslashreplace").decode(encoding))
+        self.lines += len(lines)
 
     def flush(self) -> None:
         self._out.flush()

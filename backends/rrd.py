@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from mondemand.backends.series import (
     ProgIdFilter,
     SeriesKey,
     SeriesNameError,
+    SeriesPoint,
     file_path,
     series_from_stats,
     tree_path,
@@ -55,6 +58,8 @@ CONSOLIDATIONS = ("AVERAGE", "MIN", "MAX", "LAST")
 DEFAULT_RRAS = ["1:44640", "15:9600", "1440:400"]
 DEFAULT_STATSET_RRAS = ["1:44640", "15:9600", "1440:1200"]
 _RRA = re.compile(r"([1-9][0-9]*):([1-9][0-9]*)")
+#: Magnitude from which a value is refused: the largest double.
+MAX_VALUE = sys.float_info.max
 
 
 def parse_rras(items: list[str]) -> list[tuple[int, int]]:
@@ -140,6 +145,15 @@ class SeriesFile:
 
 
 Sample = tuple[int, int | float]
+
+
+def _checked(points: Iterable[SeriesPoint]) -> list[SeriesPoint]:
+    """`points` as a list; ValueError when a value is beyond what a double holds (librrd would store inf)."""
+    points = list(points)
+    for point in points:
+        if not -MAX_VALUE < point[2] < MAX_VALUE:
+            raise ValueError(f"value {str(point[2])[:20]}... of {point[0]} is beyond what RRD can store")
+    return points
 
 
 def _value_text(value: int | float) -> str:
@@ -246,7 +260,12 @@ class RrdBackend(Backend):
             if not self.filter.allows(msg.prog_id):
                 counts["filtered"] += 1
                 continue
-            for key, timestamp, value in series_from_stats(msg, unknown_as=self.unknown_as):
+            try:
+                points = _checked(series_from_stats(msg, unknown_as=self.unknown_as))
+            except Exception as exc:  # bad data in this event: it alone is dropped
+                self.reject(raw, exc)
+                continue
+            for key, timestamp, value in points:
                 entry = files.get(key)
                 if entry is None:
                     entry = self._open(key)

@@ -66,7 +66,7 @@ def event_document(event: Event) -> dict[str, Any]:
     doc: dict[str, Any] = {"EventName": event.name}
     for key, (typ, value) in event.attrs.items():
         if typ in _STRING_TYPES and value[:1] in ("{", "[") and value[-1:] in ("}", "]"):
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, RecursionError):
                 value = json.loads(value)
         doc[key] = value
     return doc
@@ -116,7 +116,10 @@ class TraceFileBackend(Backend):
 
     def handle(self, batch: list[RawEvent]) -> None:
         for raw in batch:
-            self._store(raw, raw.event)
+            try:
+                self._store(raw, raw.event)
+            except Exception as exc:  # bad data in this event (e.g. JSON nested too deep): it alone is dropped
+                self.reject(raw, exc)
 
     def _store(self, raw: RawEvent, event: Event) -> None:
         owner = _text(event.get(OWNER_KEY, UNKNOWN))

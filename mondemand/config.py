@@ -31,6 +31,8 @@ SERVER_OPTIONS = (
            help="run backends in worker processes (their `process` option); false keeps all in one process"),
     Option("worker_queue_bytes", "size", 64 << 20, minimum=1 << 16,
            help="bytes queued in the main process for one worker before its batches are dropped"),
+    Option("memory_budget", "size", 1 << 30, minimum=1,
+           help="most bytes all backend queues together may hold (the sum of their queue_bytes)"),
 )
 HTTP_OPTIONS = (
     Option("address", "str", "127.0.0.1", help="bind address of the status/HTTP port (loopback by default)"),
@@ -40,6 +42,8 @@ HTTP_OPTIONS = (
 RUNNER_OPTIONS = (
     Option("type", "str", required=True),
     Option("queue_size", "int", 100_000, minimum=1, help="events queued before this backend drops"),
+    Option("queue_bytes", "size", 64 << 20, minimum=1 << 20,
+           help="bytes queued (datagrams plus a fixed overhead per event) before this backend drops"),
     Option("batch_size", "int", 1000, minimum=1, help="most events handed to the backend at once"),
     Option("flush_interval", "duration", 1.0, minimum=0.01, help="period of the backend's flush"),
     Option("backoff_min", "duration", 0.1, help="first wait before restarting a failed backend"),
@@ -187,6 +191,7 @@ class _Loader:
         if not listeners:
             self.problems.append(f"{self.path.name}: no [listener:NAME] section; the server would receive nothing")
         warnings = self.check_routes(routes, listeners, backends)
+        self.check_budget(server, backends)
         if self.problems:
             raise ConfigError(self.problems)
         return ServerConfig(self.path, server, http, listeners, backends, routes, warnings, sections)
@@ -214,6 +219,18 @@ class _Loader:
                 self.problem(section, p.key, p.message)
         return PluginSection(kind, name, type_name, cls, options, runner)
 
+    def check_budget(self, server: dict[str, Any], backends: dict[str, PluginSection]) -> None:
+        """The backends' queue_bytes together must fit in [server] memory_budget."""
+        budget = server.get("memory_budget")
+        sizes = {name: b.runner.get("queue_bytes") for name, b in backends.items()}
+        if budget is None or any(v is None for v in sizes.values()):
+            return  # a bad value is reported already
+        total = sum(sizes.values())
+        if total > budget:
+            parts = ", ".join(f"{name} {_mib(size)}" for name, size in sizes.items())
+            self.problem("server", "memory_budget", f"is {_mib(budget)} but the backends' queue_bytes add up to "
+                         f"{_mib(total)} ({parts}); raise it or lower queue_bytes")
+
     def check_routes(
         self, routes: list[Route], listeners: dict[str, PluginSection], backends: dict[str, PluginSection]
     ) -> list[str]:
@@ -234,6 +251,10 @@ class _Loader:
         if not routes:
             self.problems.append(f"{self.path.name}: no [route:NAME] section; nothing would be delivered")
         return [f"{self.path.name}: [backend:{b}] is not used by any route" for b in backends if b not in used]
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):g} MiB"
 
 
 __all__ = ["ConfigError", "PluginSection", "ServerConfig", "load_config", "split_list"]

@@ -3,6 +3,13 @@
 A backend is a small synchronous class: `start`, `handle(batch)`, `flush`,
 `close`, plus its own counters. It knows nothing of threads or queues: the
 server runs each backend in its own worker with its own bounded queue.
+
+A data error in one event costs that event only: `handle` reports the event
+with `self.reject(raw, reason)` and goes on (or raises `RejectEvent`), and the
+runner counts it as `rejected`. When a replacement instance is built after a
+failure, `takeover(previous)` lets it adopt the broken instance's state and
+`abandon()` (instead of `close()`) ends the broken one without its final output.
+docs/writing-a-backend.md describes the contract.
 """
 
 from __future__ import annotations
@@ -34,6 +41,18 @@ class ServerContext:
     sections: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
 
 
+class RejectEvent(Exception):
+    """Raised from `handle` to say: `raw` cannot be processed; the events before it are done, none after it is.
+
+    The runner counts `raw` as rejected and hands the rest of the batch to `handle` again.
+    """
+
+    def __init__(self, raw: RawEvent, reason: object) -> None:
+        super().__init__(reason)
+        self.raw = raw
+        self.reason = reason
+
+
 class Backend:
     """Base class for backends.
 
@@ -51,6 +70,8 @@ class Backend:
     #: Where the backend runs when its section says no `process`: None = a worker process of its own,
     #: "main" = the main process (only for backends that cost next to nothing per event).
     default_process: ClassVar[str | None] = None
+    #: Set by the runner on each instance: takes every event given to `reject` (counted, logged rate-limited).
+    reject_hook: Callable[[RawEvent, object], None] | None = None
 
     def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
         self.name = name
@@ -69,8 +90,44 @@ class Backend:
         """Open files or connections; called in the worker before the first batch."""
 
     def handle(self, batch: list[RawEvent]) -> None:
-        """Process events in arrival order. An exception counts as an error and restarts the backend."""
+        """Process events in arrival order; report an event it cannot process with `reject` and go on.
+
+        An exception from `handle` makes the runner hand the halves of the
+        batch over again until it has found the events that fail on their own
+        (bisection), so `handle` must not leave partial effects of a batch it
+        raises from. A backend that fails on every event is restarted.
+        """
         raise NotImplementedError
+
+    def reject(self, raw: RawEvent, reason: object) -> None:
+        """Drop `raw`, one event `handle` cannot process (bad data); `reason` is the exception or a text.
+
+        The runner counts it in `rejected` and logs it (rate-limited) with its
+        sender and name. Called on the worker thread, only for bad events.
+        """
+        hook = self.reject_hook
+        if hook is not None:
+            hook(raw, reason)
+        else:
+            self.log.debug("%s: rejected %s from %s:%s: %r", self.name, raw.name, raw.sender_ip, raw.sender_port,
+                           reason)
+
+    def takeover(self, previous: Backend) -> None:
+        """Adopt what `previous` (a broken instance of the same section) held; called before `start`.
+
+        The runner calls it on the instance that replaces a failed one, after
+        `previous.abandon()`. The default adopts nothing. A backend whose
+        `close` emits accumulated state (agg's open intervals) takes that
+        state over here, so that a restart neither loses nor repeats it.
+        """
+
+    def abandon(self) -> None:
+        """End an instance that failed and is being replaced; its state may be taken over by the replacement.
+
+        Release files, sockets and threads as `close` does, but emit nothing
+        the replacement will emit (the default is `close`; agg overrides it).
+        """
+        self.close()
 
     def flush(self) -> None:
         """Write out anything buffered; called periodically and before `close`."""

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from mondemand.lwes import Event
 from mondemand.messages import Metric, MetricType, StatsMsg
 
-GAUGES = frozenset({"queue_depth", "uptime_seconds"})
+GAUGES = frozenset({"queue_depth", "queued_bytes", "uptime_seconds"})
 
 
 def _metrics(values: Mapping[str, float]) -> list[Metric]:

@@ -17,6 +17,10 @@ from mondemand.sketch import Sketch
 
 __all__ = ["PERCENTILE_FIELDS", "Summary"]
 
+#: Statset fields merged must lie strictly within +-2**64 (LWES integers are at most 64 bits): a 400-digit field
+#: would overflow every float computation downstream (averages, sketches, RRD and whisper files).
+FIELD_LIMIT = 1 << 64
+
 #: Statset fields answered from the sketch, with their quantile.
 PERCENTILE_FIELDS = {
     "median": 0.5, "pctl_75": 0.75, "pctl_90": 0.90, "pctl_95": 0.95, "pctl_98": 0.98, "pctl_99": 0.99,
@@ -56,8 +60,12 @@ class Summary:
         """Merge a summary someone else made: count and sum add, min and max take extremes.
 
         Fields the statset lacks are left as they are; `sketch` is that
-        summary's sketch, if it sent one.
+        summary's sketch, if it sent one. ValueError, before anything
+        changes, for a field beyond FIELD_LIMIT.
         """
+        for value in (stats.count, stats.sum, stats.min, stats.max):
+            if value is not None and not -FIELD_LIMIT < value < FIELD_LIMIT:
+                raise ValueError(f"statset field {str(value)[:20]}... ({len(str(value))} digits) is beyond 64 bits")
         if stats.count is not None:
             self.count = stats.count if self.count is None else self.count + stats.count
         if stats.sum is not None:

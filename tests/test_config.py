@@ -173,6 +173,24 @@ def test_bad_runner_option(tmp_path, host):
     assert problem == "routes.ini: [backend:out] queue_size: must be at least 1 (got '0')"
 
 
+def test_queue_bytes_defaults_to_64_mib_and_takes_a_size(tmp_path, host):
+    text = LISTENER + BACKEND + ROUTE + "[backend:big]\ntype = sink\nqueue_bytes = 256MiB\n"
+    config = load_config(write(tmp_path, text), host)
+    assert config.backends["out"].runner["queue_bytes"] == 64 << 20
+    assert config.backends["big"].runner["queue_bytes"] == 256 << 20
+    assert config.server["memory_budget"] == 1 << 30
+
+
+def test_queues_over_the_memory_budget_are_an_error_naming_the_key(tmp_path, host):
+    backends = "".join(f"[backend:b{i}]\ntype = sink\nqueue_bytes = 400MiB\n" for i in range(3))
+    route = "[route:all]\nevents = *\nbackends = b0, b1, b2\n"
+    [problem] = problems(tmp_path, host, LISTENER + backends + route)
+    assert problem == ("routes.ini: [server] memory_budget: is 1024 MiB but the backends' queue_bytes add up to "
+                       "1200 MiB (b0 400 MiB, b1 400 MiB, b2 400 MiB); raise it or lower queue_bytes")
+    config = load_config(write(tmp_path, "[server]\nmemory_budget = 2GiB\n" + LISTENER + backends + route), host)
+    assert sum(b.runner["queue_bytes"] for b in config.backends.values()) == 1200 << 20
+
+
 def test_route_naming_a_missing_backend_or_listener(tmp_path, host):
     text = LISTENER + BACKEND + ROUTE + "[route:bad]\nevents = *\nbackends = out, ghost\nlisteners = nowhere\n"
     assert problems(tmp_path, host, text) == [

@@ -110,7 +110,8 @@ class DashboardBackend(Backend):
         self.log.info("dashboard at %s", self.web.url)
 
     def handle(self, batch: list[RawEvent]) -> None:
-        self.state.record([(raw.message, raw.receipt_ms / 1000) for raw in batch])
+        self.state.record([(raw.message, raw.receipt_ms / 1000) for raw in batch],
+                          lambda index, exc: self.reject(batch[index], exc))
 
     def flush(self) -> None:
         if time.monotonic() - self._pruned >= PRUNE_EVERY:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,16 +138,25 @@ class LiveState:
 
     # -- writing (the backend's worker thread) -----------------------------------------
 
-    def record(self, messages: Iterable[tuple[Any, float]]) -> None:
-        """Take (message, receipt time in seconds) pairs of one batch; other message types are counted only."""
+    def record(self, messages: Iterable[tuple[Any, float]],
+               reject: Callable[[int, Exception], None] | None = None) -> None:
+        """Take (message, receipt time in seconds) pairs of one batch; other message types are counted only.
+
+        A message with bad data (a value no float holds) is left out and, with `reject`, reported by its index.
+        """
         with self.lock:
-            for msg, received in messages:
-                if isinstance(msg, StatsMsg):
-                    self._add_stats(msg, received)
-                elif isinstance(msg, LogMsg):
-                    self._add_log(msg, received)
-                else:
-                    self.counts["other_messages"] += 1
+            for index, (msg, received) in enumerate(messages):
+                try:
+                    if isinstance(msg, StatsMsg):
+                        self._add_stats(msg, received)
+                    elif isinstance(msg, LogMsg):
+                        self._add_log(msg, received)
+                    else:
+                        self.counts["other_messages"] += 1
+                except Exception as exc:
+                    if reject is None:
+                        raise
+                    reject(index, exc)
             self.version += 1
 
     def _touch(self, prog_id: str, host: str, received: float) -> HostLive | None:
@@ -162,12 +171,15 @@ class LiveState:
         return entry
 
     def _add_stats(self, msg: StatsMsg, received: float) -> None:
+        points = list(series_from_stats(msg, now=received))
+        for point in points:
+            float(point.value)  # OverflowError, before anything changes, for a value the page could not average
         self.counts["stats_messages"] += 1
         host = self._touch(msg.prog_id, msg.host, received)
         if host is not None:
             host.stats_events += 1
         series = self._series
-        for key, timestamp, value in series_from_stats(msg, now=received):
+        for key, timestamp, value in points:
             entry = series.get(key)
             if entry is None:
                 if len(series) >= self.max_series:

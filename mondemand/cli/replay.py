@@ -184,13 +184,17 @@ class PipelineTarget:
         step = max(1, min((r.queue_size for r in runners), default=BATCH))
         for i in range(0, len(batch), step):
             chunk = batch[i : i + step]
-            self._wait_for_room(runners, len(chunk))
+            self._wait_for_room(runners, len(chunk), sum(len(raw.data) for raw in chunk))
             dispatch(chunk)
 
-    def _wait_for_room(self, runners: list[Any], n: int) -> None:
-        """Back-pressure: wait until every backend's queue can take `n` more (a stuck one for at most drain_timeout)."""
+    def _wait_for_room(self, runners: list[Any], n: int, nbytes: int) -> None:
+        """Back-pressure: wait until every backend's queue can take `n` more events of `nbytes` (or is empty).
+
+        A stuck backend is waited for at most drain_timeout.
+        """
         deadline = time.monotonic() + self.server.config.server["drain_timeout"]
-        while any(r.depth + n > r.queue_size for r in runners) and time.monotonic() < deadline:
+        while (any(r.depth and not r.has_room(n, nbytes) for r in runners)
+               and time.monotonic() < deadline):
             time.sleep(0.001)
 
     def close(self) -> None:

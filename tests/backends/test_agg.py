@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -14,7 +16,9 @@ from mondemand.envelope import RawEvent
 from mondemand.messages import Metric, MetricType, Statset, StatsMsg
 from mondemand.options import OptionError, parse_options
 from mondemand.plugin_api import ServerContext
+from mondemand.runner import BackendRunner
 from mondemand.sketch import Sketch
+from tests.e2e.harness import wait_for
 
 T0 = 1_700_000_040  # a minute boundary (seconds)
 
@@ -311,3 +315,64 @@ def test_dattss_partials_combine_bot10_top10_count_weighted_through_two_tiers():
     assert statset == Statset(count=140, sum=round(everything.sum), min=1, max=1009)
     assert gauges["query.bot10"] == pytest.approx(everything.bot10, abs=1)
     assert gauges["query.top10"] == pytest.approx(everything.top10, abs=1)
+
+
+class FlushFailsOnce(AggBackend):
+    """A real agg whose first instance fails in `flush` once `armed` is set (a broken instance to restart)."""
+
+    armed = threading.Event()
+    instances: list[FlushFailsOnce] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.instances.append(self)
+
+    def flush(self, now: float | None = None) -> None:
+        if self is self.instances[0] and self.armed.is_set():
+            raise OSError("flush broke")
+        super().flush(now)
+
+
+def test_a_restart_mid_interval_emits_each_interval_once_with_all_its_samples():
+    emitted: list[RawEvent] = []
+    config, problems = parse_options(AggBackend.options, {"lateness": "3h", "interval": "60s"})
+    assert problems == []
+    context = ServerContext(inject=emitted.append)
+    FlushFailsOnce.instances = []
+    FlushFailsOnce.armed.clear()
+    runner = BackendRunner("agg", lambda: FlushFailsOnce("agg", config, context), flush_interval=0.02,
+                           backoff_min=0.01, backoff_max=0.05, linger=0.001)
+    minute = (int(time.time()) // 60 - 5) * 60
+    first, second = minute, minute + 60  # two intervals in the past, both open (lateness 3 h)
+
+    def gauges(start: int, n: int, at: int, host: str = "web1") -> list[RawEvent]:
+        return [RawEvent.from_event(e) for i in range(start, start + n)
+                for e in StatsMsg("app", host=host, metrics=[Metric(MetricType.GAUGE, "load", i)],
+                                  send_time=at * 1000 + i).to_lwes()]
+
+    def counters(values: list[int], at: int, start: int = 0) -> list[RawEvent]:
+        return [RawEvent.from_event(StatsMsg("app", host="web1", metrics=[Metric(MetricType.COUNTER, "hits", v)],
+                                             send_time=at * 1000 + k).to_lwes()[0])
+                for k, v in enumerate(values, start)]
+
+    runner.start()
+    runner.offer_many(gauges(0, 10, first) + gauges(100, 5, second) + counters([1000, 1010], first))
+    wait_for(lambda: runner.processed == 17, what="the first events")
+    FlushFailsOnce.armed.set()
+    wait_for(lambda: runner.restarts == 1, what="the restart")
+    runner.offer_many(gauges(10, 10, first, host="web2") + gauges(105, 5, second) + counters([1030], first, 2))
+    wait_for(lambda: runner.processed == 33, what="the events after the restart")
+    runner.stop(timeout=10)
+    assert len(FlushFailsOnce.instances) == 2 and runner.failed == 0
+
+    got: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for raw in emitted:
+        msg = raw.message
+        for metric in msg.metrics:
+            got.setdefault((metric.name, msg.collect_time // 1000), []).append((metric.value.count, metric.value.sum))
+    assert got == {
+        ("load", first): [(20, sum(range(20)))],
+        ("load", second): [(10, sum(range(100, 110)))],
+        # 0 for the first report, then +10 and +20: the counter state survived the restart.
+        ("hits", first): [(3, 30)],
+    }

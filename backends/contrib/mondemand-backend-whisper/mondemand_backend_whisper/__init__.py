@@ -141,7 +141,14 @@ class WhisperBackend(Backend):
             if not self.filter.allows(msg.prog_id):
                 self.counts["filtered"] += 1
                 continue
-            for key, timestamp, value in series_from_stats(msg):
+            try:
+                points = list(series_from_stats(msg))
+                for point in points:
+                    float(point.value)  # OverflowError for a value no float holds, before anything is stored
+            except Exception as exc:  # bad data in this event (e.g. a value no float holds): it alone is dropped
+                self.reject(raw, exc)
+                continue
+            for key, timestamp, value in points:
                 if key.metric_type == "counter":
                     stored = self._counter_value(key, timestamp, value)
                     if stored is None:
