@@ -29,7 +29,7 @@ SERVER_OPTIONS = (
     Option("drain_timeout", "duration", 30.0, help="how long shutdown waits for each backend's queue"),
     Option("workers", "bool", True,
            help="run backends in worker processes (their `process` option); false keeps all in one process"),
-    Option("worker_queue_bytes", "size", 64 << 20, minimum=1 << 16,
+    Option("worker_queue_bytes", "size", 16 << 20, minimum=1 << 16,
            help="bytes queued in the main process for one worker before its batches are dropped"),
     Option("memory_budget", "size", 1 << 30, minimum=1,
            help="most bytes all backend queues together may hold (the sum of their queue_bytes)"),
@@ -220,16 +220,23 @@ class _Loader:
         return PluginSection(kind, name, type_name, cls, options, runner)
 
     def check_budget(self, server: dict[str, Any], backends: dict[str, PluginSection]) -> None:
-        """The backends' queue_bytes together must fit in [server] memory_budget."""
+        """The backends' queue_bytes, and the main process's queue for each worker, must fit in memory_budget."""
         budget = server.get("memory_budget")
         sizes = {name: b.runner.get("queue_bytes") for name, b in backends.items()}
         if budget is None or any(v is None for v in sizes.values()):
             return  # a bad value is reported already
         total = sum(sizes.values())
+        parts = [f"{name} {_mib(size)}" for name, size in sizes.items()]
+        if server.get("workers", True):
+            processes = {b.runner.get("process") or getattr(b.cls, "default_process", None) or name
+                         for name, b in backends.items()} - {"main"}
+            link = server.get("worker_queue_bytes") or 0
+            total += link * len(processes)
+            if processes:
+                parts.append(f"{len(processes)} worker queues of {_mib(link)}")
         if total > budget:
-            parts = ", ".join(f"{name} {_mib(size)}" for name, size in sizes.items())
-            self.problem("server", "memory_budget", f"is {_mib(budget)} but the backends' queue_bytes add up to "
-                         f"{_mib(total)} ({parts}); raise it or lower queue_bytes")
+            self.problem("server", "memory_budget", f"is {_mib(budget)} but the queues add up to "
+                         f"{_mib(total)} ({', '.join(parts)}); raise it or lower queue_bytes")
 
     def check_routes(
         self, routes: list[Route], listeners: dict[str, PluginSection], backends: dict[str, PluginSection]

@@ -70,7 +70,7 @@ class Server:
                                   float(config.server["drain_timeout"]))
         for process, specs in groups.items():
             worker = WorkerProcess(process, specs, settings, self.inject,
-                                   link_bytes=int(config.server.get("worker_queue_bytes", 64 << 20)),
+                                   link_bytes=int(config.server.get("worker_queue_bytes", 16 << 20)),
                                    on_decode_errors=self._count_remote_decode_errors)
             self.workers[process] = worker
             for spec in specs:

@@ -119,7 +119,7 @@ class WorkerProcess:
         settings: WorkerSettings,
         inject: Callable[[RawEvent], None],
         *,
-        link_bytes: int = 64 << 20,
+        link_bytes: int = 16 << 20,
         on_decode_errors: Callable[[int], None] | None = None,
     ) -> None:
         if not specs:

@@ -185,10 +185,21 @@ def test_queues_over_the_memory_budget_are_an_error_naming_the_key(tmp_path, hos
     backends = "".join(f"[backend:b{i}]\ntype = sink\nqueue_bytes = 400MiB\n" for i in range(3))
     route = "[route:all]\nevents = *\nbackends = b0, b1, b2\n"
     [problem] = problems(tmp_path, host, LISTENER + backends + route)
-    assert problem == ("routes.ini: [server] memory_budget: is 1024 MiB but the backends' queue_bytes add up to "
+    assert problem == ("routes.ini: [server] memory_budget: is 1024 MiB but the queues add up to "
                        "1200 MiB (b0 400 MiB, b1 400 MiB, b2 400 MiB); raise it or lower queue_bytes")
     config = load_config(write(tmp_path, "[server]\nmemory_budget = 2GiB\n" + LISTENER + backends + route), host)
     assert sum(b.runner["queue_bytes"] for b in config.backends.values()) == 1200 << 20
+
+
+def test_the_budget_counts_the_main_process_queue_of_each_worker(tmp_path, host):
+    backends = "".join(f"[backend:p{i}]\ntype = print\nqueue_bytes = 100MiB\n" for i in range(3))
+    backends += "[backend:q]\ntype = print\nqueue_bytes = 100MiB\nprocess = p0\n"
+    route = "[route:all]\nevents = *\nbackends = p0, p1, p2, q\n"
+    text = "[server]\nmemory_budget = 400MiB\nworker_queue_bytes = 10MiB\n" + LISTENER + backends + route
+    [problem] = problems(tmp_path, host, text)
+    assert "the queues add up to 430 MiB" in problem and "3 worker queues of 10 MiB" in problem
+    assert load_config(write(tmp_path, text.replace("400MiB", "430MiB")), host)
+    assert load_config(write(tmp_path, text.replace("[server]\n", "[server]\nworkers = false\n")), host)
 
 
 def test_route_naming_a_missing_backend_or_listener(tmp_path, host):
