@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 import click
 
+from mondemand.cli import version_option
 from mondemand.envelope import RawEvent
 from mondemand.listeners.errors import ListenerError
 from mondemand.listeners.udp import LwesUdpListener
@@ -146,6 +147,7 @@ class _Dumper:
 
 
 @click.command(context_settings={"max_content_width": 100})
+@version_option()
 @click.option("--address", default="0.0.0.0", show_default=True,
               help="Address to listen on; a multicast group (224.0.0.0/4) is joined.")
 @click.option("--port", "-p", type=click.IntRange(0, 65535), default=20402, show_default=True, help="UDP port.")

@@ -30,6 +30,7 @@ from typing import Any
 
 import click
 
+from mondemand.cli import version_option
 from mondemand.envelope import RawEvent
 from mondemand.journal import JournalReader, JournalRecord
 from mondemand.lwes import LwesDecodeError, add_headers, peek_name
@@ -230,6 +231,7 @@ def start_pipeline(config_path: str, no_plugins: bool) -> Any:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@version_option()
 @click.argument("journals", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-H", "--host", default="127.0.0.1", show_default=True, help="Channel address to send to.")
 @click.option("-p", "--port", type=click.IntRange(1, 65535), default=20402, show_default=True, help="Channel port.")

@@ -28,6 +28,7 @@ import rrdtool
 
 from mondemand.backends.rrdcached import RrdcachedClient, RrdcachedCommandError, RrdcachedError, classify
 from mondemand.backends.series import SeriesKey, file_path, parse_file_path
+from mondemand.cli import version_option
 
 _COLOURS = ("1f77b4", "d62728", "2ca02c", "ff7f0e", "9467bd", "8c564b", "e377c2", "7f7f7f", "bcbd22", "17becf")
 
@@ -104,6 +105,7 @@ def _number(value: float | None) -> str:
 
 
 @click.group()
+@version_option()
 def main() -> None:
     """List, fetch and graph the series the rrd backend stored."""
 

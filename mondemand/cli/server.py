@@ -9,12 +9,14 @@ import threading
 
 import click
 
+from mondemand.cli import version_option
 from mondemand.config import ConfigError, load_config
 from mondemand.plugins import PluginHost
 from mondemand.server import Server, ServerStartError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@version_option()
 @click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="routes.ini to run.")
 @click.option("--check", is_flag=True, help="Validate the configuration, print a summary and exit.")
