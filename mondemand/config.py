@@ -108,6 +108,8 @@ class _Loader:
         self.parser = parser
         self.host = host
         self.problems: list[str] = []
+        #: "backend:NAME" sections already reported as invalid, so routes naming them are not reported again.
+        self.invalid: set[str] = set()
 
     def problem(self, section: str, key: str | None, message: str) -> None:
         where = f"[{section}] {key}" if key else f"[{section}]"
@@ -173,6 +175,8 @@ class _Loader:
             parsed = self.plugin_section(section, kind, name)
             if parsed is not None:
                 (listeners if kind == "listener" else backends)[name] = parsed
+            else:
+                self.invalid.add(f"{kind}:{name}")
 
         if server is None:
             server = self.options("server", SERVER_OPTIONS, {})
@@ -194,7 +198,11 @@ class _Loader:
             return None
         cls = types.get(type_name)
         if cls is None:
-            self.problem(section, "type", f"unknown {kind} type {type_name!r} (known: {', '.join(sorted(types))})")
+            missing = self.host.unavailable.get(f"{kind}:{type_name}")
+            if missing is not None:
+                self.problem(section, "type", str(missing))
+            else:
+                self.problem(section, "type", f"unknown {kind} type {type_name!r} (known: {', '.join(sorted(types))})")
             return None
         runner: dict[str, Any] = {}
         if kind == "backend":
@@ -215,11 +223,11 @@ class _Loader:
         for route in routes:
             section = f"route:{route.name}"
             for b in route.backends:
-                if b not in backends:
+                if b not in backends and f"backend:{b}" not in self.invalid:
                     self.problem(section, "backends", f"no [backend:{b}] section")
                 used.add(b)
             for lname in route.listeners:
-                if lname not in listeners:
+                if lname not in listeners and f"listener:{lname}" not in self.invalid:
                     self.problem(section, "listeners", f"no [listener:{lname}] section")
             if not route.events:
                 self.problem(section, "events", "empty")

@@ -48,6 +48,9 @@ class Backend:
     needs: ClassVar[str] = "raw"
     #: True for backends that route events of their own (`ServerContext.inject`): they stop first at shutdown.
     injects: ClassVar[bool] = False
+    #: Modules `start` imports that may not be installed (an extra's): a type whose modules are missing is
+    #: reported once at plugin load, with the `pip install` that fixes it, and refused by the config loader.
+    requires_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
         self.name = name

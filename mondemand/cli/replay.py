@@ -207,9 +207,10 @@ def start_pipeline(config_path: str, no_plugins: bool) -> Any:
     from mondemand.plugins import PluginHost
     from mondemand.server import Server
 
-    host = PluginHost.discover(builtins_only=no_plugins)
-    for problem in host.problems:
+    host = PluginHost.discover(builtins_only=no_plugins, log_problems=False)
+    for problem in host.problems:  # printed here, once; later problems (hooks at run time) are logged
         click.echo(f"warning: {problem}", err=True)
+    host.log_problems = True
     try:
         config = load_config(config_path, host)
     except ConfigError as exc:

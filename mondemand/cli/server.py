@@ -32,9 +32,10 @@ def main(config_path: str, check: bool, no_plugins: bool) -> None:
     SIGTERM or SIGINT: stop listening, drain every backend's queue, flush,
     close and exit 0. SIGHUP: backends reopen their files (log rotation).
     """
-    host = PluginHost.discover(builtins_only=no_plugins)
-    for problem in host.problems:
+    host = PluginHost.discover(builtins_only=no_plugins, log_problems=False)
+    for problem in host.problems:  # printed here, once; later problems (hooks at run time) are logged
         click.echo(f"warning: {problem}", err=True)
+    host.log_problems = True
     try:
         config = load_config(config_path, host)
     except ConfigError as exc:
