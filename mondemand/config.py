@@ -185,6 +185,8 @@ class _Loader:
         if not listeners:
             self.problems.append(f"{self.path.name}: no [listener:NAME] section; the server would receive nothing")
         warnings = self.check_routes(routes, listeners, backends)
+        for parsed in (*listeners.values(), *backends.values()):
+            self.check_across(parsed, sections)
         if self.problems:
             raise ConfigError(self.problems)
         return ServerConfig(self.path, server, http, listeners, backends, routes, warnings, sections)
@@ -215,6 +217,20 @@ class _Loader:
             for p in check(options):
                 self.problem(section, p.key, p.message)
         return PluginSection(kind, name, type_name, cls, options, runner)
+
+    def check_across(self, parsed: PluginSection, sections: dict[str, dict[str, dict[str, Any]]]) -> None:
+        """The type's `check_config`: what its start would refuse across sections (alerts -> notifiers)."""
+        check = getattr(parsed.cls, "check_config", None)
+        if check is None or {o.name for o in getattr(parsed.cls, "options", ())} - set(parsed.options):
+            return  # no check, or the section's own options are already reported
+        try:
+            found = check(parsed.name, parsed.options, sections, self.path.parent.resolve())
+        except Exception as exc:
+            self.problem(f"{parsed.kind}:{parsed.name}", None, f"check_config of type {parsed.type_name!r} raised "
+                         f"{exc!r}")
+            return
+        for p in found:
+            self.problem(p.section, p.key, p.message)
 
     def check_routes(
         self, routes: list[Route], listeners: dict[str, PluginSection], backends: dict[str, PluginSection]

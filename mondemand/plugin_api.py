@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mondemand.envelope import RawEvent
-from mondemand.options import Option, OptionError
+from mondemand.options import Option, OptionError, SectionProblem
 
 
 @dataclass
@@ -63,6 +63,14 @@ class Backend:
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[OptionError]:
         """Problems between options that are each valid (e.g. copies > destinations); checked at load."""
+        return []
+
+    @classmethod
+    def check_config(
+        cls, name: str, options: Mapping[str, Any], sections: Mapping[str, Mapping[str, Mapping[str, Any]]],
+        config_dir: Path,
+    ) -> list[SectionProblem]:
+        """Problems between this section and others (plugin-declared `sections`); checked at load, so by --check."""
         return []
 
     def start(self) -> None:
