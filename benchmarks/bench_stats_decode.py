@@ -32,8 +32,9 @@ from mondemand.messages.stats_fast import clear_caches, decode_stats, record_fro
 T0 = 1_700_000_000_000
 
 
-def varied_datagrams(hosts: int = 1000, rounds: int = 3, statsets: bool = False) -> list[bytes]:
-    """`rounds` reports of every host, in arrival order (round by round)."""
+def varied_datagrams(hosts: int = 1000, rounds: int = 3, statsets: bool = False, t0: int = T0,
+                     step_ms: int = 60_000) -> list[bytes]:
+    """`rounds` reports of every host, in arrival order (round by round), the first sent at `t0` ms."""
     out = []
     for r in range(rounds):
         for h in range(hosts):
@@ -48,7 +49,7 @@ def varied_datagrams(hosts: int = 1000, rounds: int = 3, statsets: bool = False)
                 metrics[3] = Metric(MetricType.STATSET, "latency_ms",
                                     Statset(100 + r, 5000 + h, 1, 400 + h % 50, 50, 45, 60, 80, 95, 120, 150 + r))
             msg = StatsMsg("frontend_api", f"web{h:04d}.colo1.example.com", {"cluster": "colo1"}, metrics,
-                           send_time=T0 + r * 60_000 + h)
+                           send_time=t0 + r * step_ms + h)
             out.extend(encode(e) for e in msg.to_lwes())
     return out
 

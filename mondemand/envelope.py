@@ -22,6 +22,7 @@ _NAMES: dict[bytes, str] = {}
 # them must see the same exception object (decode errors are counted once per object).
 _PUBLISH = threading.Lock()
 _STATS_MSG = "MonDemand::StatsMsg"
+_UNSET: Any = object()
 
 
 def _learn_name(data: bytes) -> str:
@@ -63,8 +64,10 @@ class RawEvent:
         self.sender_port = sender_port
         self.listener = listener
         self.name = name
-        # _event, _message and _stats stay unset until first use (an unset
-        # slot raises AttributeError): fewer stores per datagram.
+        # _event and _message stay unset until first use (an unset slot
+        # raises AttributeError): two fewer stores per datagram. _stats is
+        # read for most datagrams, and a raised AttributeError costs more than a store.
+        self._stats = _UNSET
 
     @classmethod
     def from_event(cls, event: Event, *, sender_ip: str = "127.0.0.1", sender_port: int = 0,
@@ -121,15 +124,15 @@ class RawEvent:
         `receipt_ms`. Raises `LwesDecodeError` (the very object `event` raises)
         or `MessageError` for a malformed StatsMsg; the error is cached too.
         """
-        try:
-            record = self._stats
-        except AttributeError:
+        record = self._stats
+        if record is _UNSET:
             if self.name != _STATS_MSG:
-                record = self._stats = None
+                self._stats = None
                 return None
+            n = len(self.data)
             try:
                 record = self._stats = decode_stats(
-                    self.data, long_strings=True, max_size=max(len(self.data), MAX_DECODE_SIZE))
+                    self.data, long_strings=True, max_size=n if n > MAX_DECODE_SIZE else MAX_DECODE_SIZE)
             except LwesDecodeError:
                 try:
                     self.event  # noqa: B018 - the generic decode's error, shared with `event`
@@ -160,11 +163,11 @@ class RawEvent:
 def _publish_error(raw: RawEvent, slot: str, exc: Exception) -> Any:
     """Store `exc` in `slot` unless another thread stored a result first; returns what is stored."""
     with _PUBLISH:
-        try:
-            return getattr(raw, slot)
-        except AttributeError:
+        stored = getattr(raw, slot, _UNSET)
+        if stored is _UNSET:
             setattr(raw, slot, exc)
             return exc
+        return stored
 
 
 def _is_ipv4(address: str) -> bool:
