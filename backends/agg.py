@@ -33,6 +33,7 @@ from mondemand.client.partials import BOT10_SUFFIX, PARTIAL_CONTEXT_KEY, TOP10_S
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages import MessageError, Metric, MetricType, StatsMsg
+from mondemand.messages.stats_fast import PROG_ID, StatsRecord, record_from_msg
 from mondemand.options import Option
 from mondemand.plugin_api import Backend, ServerContext
 from mondemand.sketch import Sketch, SketchError
@@ -51,6 +52,8 @@ BOT10_MEAN = ".bot10"
 TOP10_MEAN = ".top10"
 SKETCH_TYPE = "sketch"
 STAT_FIELDS = ("count", "sum", "min", "max", "avg", *PERCENTILE_FIELDS)
+_COUNTER, _GAUGE, _STATSET = MetricType.COUNTER.value, MetricType.GAUGE.value, MetricType.STATSET.value
+_PLAIN = (_GAUGE, _COUNTER)
 
 Key = tuple[str, tuple[tuple[str, str], ...], str]  # prog_id, output context (with stat), metric name
 
@@ -77,7 +80,7 @@ class AggBackend(Backend):
     """Summarise stats per interval across hosts and re-inject the results as `agg` series."""
 
     type_name = "agg"
-    needs = "message"
+    needs = "stats"
     injects = True
     options = (
         Option("aggregation_keys", "list", [], help="context keys whose value becomes 'all' (e.g. cluster)"),
@@ -118,6 +121,8 @@ class AggBackend(Backend):
         #: (host, prog_id, name, context) -> (last value, its time in ms, wall time last seen)
         self.counter_state: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], tuple[int, int, float]] = {}
         self.live = 0
+        #: message context -> what it means here (`_shape`)
+        self._shapes: dict[tuple[tuple[str, str], ...], tuple[Any, ...]] = {}
         self._next_expiry = 0.0
         self.stats: dict[str, int] = dict.fromkeys(
             ("messages", "samples", "own_skipped", "filtered", "late", "future", "out_of_order", "duplicates",
@@ -130,119 +135,185 @@ class AggBackend(Backend):
 
     def handle(self, batch: list[RawEvent]) -> None:
         now = time.time()
+        allows = self.filter.allows
+        stats = self.stats
         for raw in batch:
             if raw.listener.startswith(AGG_LISTENER_PREFIX):
-                self.stats["own_skipped"] += 1
+                stats["own_skipped"] += 1
                 continue
-            msg = raw.message
-            if not isinstance(msg, StatsMsg):
+            record = raw.stats
+            if record is None:
                 continue
-            if not self.filter.allows(msg.prog_id):
-                self.stats["filtered"] += 1
+            if not allows(record[PROG_ID]):
+                stats["filtered"] += 1
                 continue
             try:
-                self.add(msg, now, raw.receipt_ms)
+                self.add_record(record, now, raw.receipt_ms)
             except Exception as exc:  # bad data in this event (e.g. a value too large): it alone is dropped
                 self.reject(raw, exc)
 
     def add(self, msg: StatsMsg, now: float, receipt_ms: int | None = None) -> None:
         """Fold one StatsMsg into the open intervals (`now`: the server's wall clock, seconds)."""
-        self.stats["messages"] += 1
-        received = msg.receipt_time if msg.receipt_time is not None else receipt_ms
+        self.add_record(record_from_msg(msg), now, receipt_ms)
+
+    def add_record(self, record: StatsRecord, now: float, receipt_ms: int | None = None) -> None:
+        """Fold one StatsMsg record (`RawEvent.stats`) into the open intervals; `receipt_ms` when it has none."""
+        prog_id, host, context, send_ms, collect_ms, received, types, names, values = record
+        stats = self.stats
+        stats["messages"] += 1
         if received is None:
-            received = int(now * 1000)
+            received = receipt_ms if receipt_ms is not None else int(now * 1000)
         if self.by_receipt:
             plain_ms = statset_ms = received
         else:
-            plain_ms = msg.send_time if msg.send_time is not None else received
-            statset_ms = msg.collect_time if msg.collect_time is not None else plain_ms
-        incoming_stat = msg.context.get(STAT_KEY)
-        own_context = tuple(sorted((k, v) for k, v in msg.context.items() if k not in (STAT_KEY, PARTIAL_KEY)))
+            plain_ms = send_ms if send_ms is not None else received
+            statset_ms = collect_ms if collect_ms is not None else plain_ms
+        shape = self._shapes.get(context)
+        if shape is None:
+            shape = self._shape(context)
+        own_context, gauge_context, statset_context, tail_mode = shape
+        sketches: dict[str, str] = {}
+        if self.percentiles:
+            sketches = {name: value for kind, name, value in zip(types, names, values, strict=True)
+                        if kind == SKETCH_TYPE and isinstance(value, str)}  # fmt: skip
+        tails, consumed = self._tails(types, names, values, tail_mode) if tail_mode else (None, None)
+
+        # The interval of each kind of time, found at its first use: (start, None) or (None, why not).
+        plain: tuple[int | None, str | None] | None = None
+        statset: tuple[int | None, str | None] | None = None
+        plain_series = statset_series = None
+        buckets = self.buckets
+        counter_state = self.counter_state
+        samples = 0
+        for kind, name, value in zip(types, names, values, strict=True):
+            if kind in _PLAIN:
+                if consumed and kind == _GAUGE and name in consumed:
+                    continue
+                if plain is None:
+                    plain = self._interval(plain_ms, now)
+                    plain_series = buckets.get(plain[0])  # type: ignore[arg-type]
+                bucket = plain[0]
+                if bucket is None:
+                    stats[plain[1]] += 1  # type: ignore[index]
+                    continue
+                if kind == _COUNTER:
+                    key = (host, prog_id, name, own_context)
+                    state = counter_state.get(key)
+                    if state is None:
+                        if self.live >= self.max_series:
+                            stats["overflow"] += 1
+                            continue
+                        counter_state[key] = (value, plain_ms, now)
+                        self.live += 1
+                        value = 0
+                    else:
+                        last, last_ms, _seen = state
+                        if plain_ms < last_ms:
+                            stats["out_of_order"] += 1
+                            continue
+                        if plain_ms == last_ms and value == last:
+                            stats["duplicates"] += 1
+                            continue
+                        counter_state[key] = (value, plain_ms, now)
+                        if value < last:
+                            stats["counter_resets"] += 1
+                            value = 0
+                        else:
+                            value -= last
+                series_key = (prog_id, gauge_context, name)
+                summary = plain_series.get(series_key) if plain_series is not None else None
+                if summary is None:
+                    summary = self._summary(bucket, series_key)
+                    plain_series = buckets[bucket]
+                    if summary is None:
+                        continue
+                summary.add(value)
+                samples += 1
+            elif kind == _STATSET:
+                if statset is None:
+                    statset = self._interval(statset_ms, now)
+                    statset_series = buckets.get(statset[0])  # type: ignore[arg-type]
+                bucket = statset[0]
+                if bucket is None:
+                    stats[statset[1]] += 1  # type: ignore[index]
+                    continue
+                series_key = (prog_id, statset_context, name)
+                summary = statset_series.get(series_key) if statset_series is not None else None
+                if summary is None:
+                    summary = self._summary(bucket, series_key)
+                    statset_series = buckets[bucket]
+                    if summary is None:
+                        continue
+                summary.add_fields(value, self._sketch(sketches.get(name)) if sketches else None)
+                if tails:
+                    tail = tails.get(name)
+                    if tail is not None:
+                        summary.add_tails(value[0], *tail)
+                samples += 1
+            elif kind != SKETCH_TYPE:
+                stats["unknown_types"] += 1
+        stats["samples"] += samples
+
+    def _shape(self, context: tuple[tuple[str, str], ...]) -> tuple[Any, ...]:
+        """What a message context means here: (own context, gauge and statset output contexts, tail mode).
+
+        The own context (``stat`` and the partials' key dropped) keys counter
+        states; the output contexts have every aggregation key set to ``all``
+        and ``stat`` set to the incoming aggregate kind, or ``gauge`` /
+        ``statset`` for raw data. Cached per context.
+        """
+        pairs = dict(context)
+        incoming_stat = pairs.get(STAT_KEY)
+        own_context = tuple(sorted((k, v) for k, v in context if k not in (STAT_KEY, PARTIAL_KEY)))
         rewritten = dict(own_context)
         for key in self.aggregation_keys:
             rewritten[key] = "all"
-        out_contexts: dict[str, tuple[tuple[str, str], ...]] = {}
-
-        def out_context(label: str) -> tuple[tuple[str, str], ...]:
-            ctx = out_contexts.get(label)
-            if ctx is None:
-                ctx = out_contexts[label] = tuple(sorted({**rewritten, STAT_KEY: label}.items()))
-            return ctx
-
-        sketches: dict[str, str] = {}
-        if self.percentiles:
-            sketches = {m.name: m.value for m in msg.metrics
-                        if m.type_name == SKETCH_TYPE and isinstance(m.value, str)}  # fmt: skip
-        tails, consumed = self._tails(msg)
-        prog_id = msg.prog_id
-        for metric in msg.metrics:
-            kind = metric.type
-            if kind is MetricType.GAUGE and metric.name in consumed:
-                continue
-            if kind is MetricType.STATSET:
-                bucket = self._bucket(statset_ms, now)
-                if bucket is None:
-                    continue
-                summary = self._summary(bucket, (prog_id, out_context(incoming_stat or "statset"), metric.name))
-                if summary is not None:
-                    summary.add_statset(metric.value, self._sketch(sketches.get(metric.name)))
-                    tail = tails.get(metric.name)
-                    if tail is not None:
-                        summary.add_tails(metric.value.count, *tail)
-                    self.stats["samples"] += 1
-            elif kind is MetricType.GAUGE or kind is MetricType.COUNTER:
-                bucket = self._bucket(plain_ms, now)
-                if bucket is None:
-                    continue
-                value = metric.value
-                if kind is MetricType.COUNTER:
-                    value = self._delta((msg.host, prog_id, metric.name, own_context), value, plain_ms, now)
-                    if value is None:
-                        continue
-                summary = self._summary(bucket, (prog_id, out_context(incoming_stat or "gauge"), metric.name))
-                if summary is not None:
-                    summary.add(value)
-                    self.stats["samples"] += 1
-            elif metric.type_name != SKETCH_TYPE:
-                self.stats["unknown_types"] += 1
+        gauge_context = tuple(sorted({**rewritten, STAT_KEY: incoming_stat or "gauge"}.items()))
+        statset_context = tuple(sorted({**rewritten, STAT_KEY: incoming_stat or "statset"}.items()))
+        tail_mode = "partial" if PARTIAL_KEY in pairs else "aggregate" if STAT_KEY in pairs else None
+        shape = (own_context, gauge_context, statset_context, tail_mode)
+        if len(self._shapes) >= 65536:
+            self._shapes.clear()
+        self._shapes[context] = shape
+        return shape
 
     @staticmethod
-    def _tails(msg: StatsMsg) -> tuple[dict[str, tuple[float, float]], set[str]]:
+    def _tails(types: tuple[str, ...], names: tuple[str, ...], values: tuple[Any, ...],
+               mode: str) -> tuple[dict[str, tuple[float, float]], set[str]]:
         """BOT10/TOP10 means per statset name, and the gauges that carried them (not summarised as gauges).
 
-        A client partial sends the tail *sums* (`NAME.bot10_sum`, divided by
-        k = ceil(count / 10)); a lower tier's aggregate sends the combined means
-        (`NAME.bot10`). Either way they are merged COUNT-weighted (docs/client.md).
+        A client partial (`mode` "partial") sends the tail *sums*
+        (`NAME.bot10_sum`, divided by k = ceil(count / 10)); a lower tier's
+        aggregate sends the combined means (`NAME.bot10`). Either way they are
+        merged COUNT-weighted (docs/client.md).
         """
-        if PARTIAL_KEY in msg.context:
+        if mode == "partial":
             bot_suffix, top_suffix, per_tail = BOT10_SUFFIX, TOP10_SUFFIX, True
-        elif STAT_KEY in msg.context:
-            bot_suffix, top_suffix, per_tail = BOT10_MEAN, TOP10_MEAN, False
         else:
-            return {}, set()
-        gauges = {m.name: m.value for m in msg.metrics if m.type is MetricType.GAUGE}
+            bot_suffix, top_suffix, per_tail = BOT10_MEAN, TOP10_MEAN, False
+        metrics = list(zip(types, names, values, strict=True))
+        gauges = {name: value for kind, name, value in metrics if kind == _GAUGE}
         tails: dict[str, tuple[float, float]] = {}
         consumed: set[str] = set()
-        for metric in msg.metrics:
-            if metric.type is not MetricType.STATSET or not metric.value.count:
+        for kind, name, value in metrics:
+            if kind != _STATSET or not value[0]:
                 continue
-            bot_name, top_name = metric.name + bot_suffix, metric.name + top_suffix
+            bot_name, top_name = name + bot_suffix, name + top_suffix
             if bot_name in gauges and top_name in gauges:
-                k = tail_size(metric.value.count) if per_tail else 1
-                tails[metric.name] = (gauges[bot_name] / k, gauges[top_name] / k)
+                k = tail_size(value[0]) if per_tail else 1
+                tails[name] = (gauges[bot_name] / k, gauges[top_name] / k)
                 consumed.update((bot_name, top_name))
         return tails, consumed
 
-    def _bucket(self, ms: int, now: float) -> int | None:
+    def _interval(self, ms: int, now: float) -> tuple[int | None, str | None]:
+        """(start of the interval `ms` falls in, None), or (None, "late" / "future") when it is not taken."""
         seconds = ms / 1000
         start = int(seconds // self.interval) * self.interval
         if start + self.interval + self.lateness <= now:
-            self.stats["late"] += 1
-            return None
+            return None, "late"
         if seconds > now + self.max_future:
-            self.stats["future"] += 1
-            return None
-        return start
+            return None, "future"
+        return start, None
 
     def _summary(self, bucket: int, key: Key) -> Summary | None:
         series = self.buckets.get(bucket)
@@ -265,29 +336,6 @@ class AggBackend(Backend):
         except SketchError:
             self.stats["bad_sketches"] += 1
             return None
-
-    def _delta(self, key: tuple[Any, ...], value: int, ms: int, now: float) -> int | None:
-        """The counter's increase since its previous report; None when this report must be left out."""
-        state = self.counter_state.get(key)
-        if state is None:
-            if self.live >= self.max_series:
-                self.stats["overflow"] += 1
-                return None
-            self.counter_state[key] = (value, ms, now)
-            self.live += 1
-            return 0
-        last, last_ms, _seen = state
-        if ms < last_ms:
-            self.stats["out_of_order"] += 1
-            return None
-        if ms == last_ms and value == last:
-            self.stats["duplicates"] += 1
-            return None
-        self.counter_state[key] = (value, ms, now)
-        if value < last:
-            self.stats["counter_resets"] += 1
-            return 0
-        return value - last
 
     # -- output ----------------------------------------------------------------
 

@@ -42,13 +42,13 @@ from mondemand.backends.series import (
     SeriesNameError,
     SeriesPoint,
     file_path,
-    series_from_stats,
+    series_from_record,
     tree_path,
 )
 
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
-from mondemand.messages.stats import StatsMsg
+from mondemand.messages.stats_fast import PROG_ID
 from mondemand.options import Option, OptionError
 from mondemand.plugin_api import Backend
 from mondemand.runner import RateLimitedLog
@@ -165,7 +165,7 @@ class RrdBackend(Backend):
     """Store every counter, gauge and statset sub-statistic of StatsMsg events in RRD files."""
 
     type_name = "rrd"
-    needs = "message"
+    needs = "stats"
     options = (
         Option("root", "str", required=True, help="directory of the RRD tree (relative: to the working directory)"),
         Option("daemon", "str", "", check=_check_daemon,
@@ -261,15 +261,15 @@ class RrdBackend(Backend):
         counts = self.counts
         horizon = time.time() + self.max_future
         for raw in batch:
-            msg = raw.message
-            if not isinstance(msg, StatsMsg):
+            record = raw.stats
+            if record is None:
                 counts["ignored_messages"] += 1
                 continue
-            if not self.filter.allows(msg.prog_id):
+            if not self.filter.allows(record[PROG_ID]):
                 counts["filtered"] += 1
                 continue
             try:
-                points = _checked(series_from_stats(msg, unknown_as=self.unknown_as))
+                points = _checked(series_from_record(record, receipt_ms=raw.receipt_ms, unknown_as=self.unknown_as))
             except Exception as exc:  # bad data in this event: it alone is dropped
                 self.reject(raw, exc)
                 continue

@@ -49,9 +49,10 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from mondemand.messages.stats import MetricType, Statset, StatsMsg
+from mondemand.messages.stats_fast import StatsRecord, record_from_msg
 from mondemand.safepath import safe_name, unsafe_name
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "graphite_name",
     "graphite_token",
     "parse_file_path",
+    "series_from_record",
     "series_from_stats",
     "tree_path",
 ]
@@ -88,6 +90,7 @@ MAX_FILE_NAME = 240
 MAX_REL_PATH = 3072
 
 _SIMPLE_TYPES = frozenset((MetricType.COUNTER.value, MetricType.GAUGE.value))
+_STATSET = MetricType.STATSET.value
 _STATSET_SET = frozenset(STATSET_FIELDS)
 _NON_WORD = re.compile(r"[^A-Za-z0-9_]")
 _TOKEN_MAX = 200
@@ -181,45 +184,47 @@ def _seconds(ms: int | None) -> int | None:
 
 def series_from_stats(msg: StatsMsg, *, now: float | None = None,
                       unknown_as: str | None = None) -> Iterator[SeriesPoint]:
-    """Every series value a StatsMsg carries, in metric order.
+    """Every series value a StatsMsg carries, in metric order: `series_from_record` of its record."""
+    return series_from_record(record_from_msg(msg), now=now, unknown_as=unknown_as)
+
+
+def series_from_record(record: StatsRecord, *, receipt_ms: int | None = None, now: float | None = None,
+                       unknown_as: str | None = None) -> Iterator[SeriesPoint]:
+    """Every series value of a StatsMsg record (`RawEvent.stats`), in metric order.
 
     Counters and gauges give one point each, statsets one point per present
     sub-statistic. Timestamps follow the reference formatter (§1.5): statsets
     use ``collect_time``, everything else ``send_time``; a missing one falls
-    back to the receipt time, then to `now` (default: the current time).
-    Metrics of a type this library does not know are skipped, unless
-    `unknown_as` is ``counter`` or ``gauge`` (the reference stores them as
-    counters) and their value is a number.
+    back to the record's receipt time, then `receipt_ms` (the listener's),
+    then to `now` (default: the current time). Metrics of a type this library
+    does not know are skipped, unless `unknown_as` is ``counter`` or
+    ``gauge`` (the reference stores them as counters) and their value is a number.
     """
     if unknown_as not in (None, "counter", "gauge"):
         raise ValueError(f"unknown_as must be None, 'counter' or 'gauge', got {unknown_as!r}")
-    fallback = _seconds(msg.receipt_time)
-    if fallback is None:
-        fallback = int(time.time() if now is None else now)
-    send = _seconds(msg.send_time)
-    collect = _seconds(msg.collect_time)
-    plain_ts = fallback if send is None else send
-    statset_ts = fallback if collect is None else collect
-    context = tuple(sorted(msg.context.items()))
-    namespace = AGG if AGG_CONTEXT_KEY in msg.context else MD
-    prog_id, host = msg.prog_id, msg.host
-    for metric in msg.metrics:
-        kind = metric.type
-        if kind is MetricType.STATSET:
-            stats: Statset = metric.value
-            for field_name in STATSET_FIELDS:
-                value = getattr(stats, field_name)
-                if value is not None:
-                    key = SeriesKey(namespace, prog_id, field_name, metric.name, host, context)
-                    yield SeriesPoint(key, statset_ts, value)
-        elif kind is MetricType.UNKNOWN:
-            value = metric.value
-            if unknown_as is None or isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            yield SeriesPoint(SeriesKey(namespace, prog_id, unknown_as, metric.name, host, context), plain_ts, value)
-        else:
-            yield SeriesPoint(SeriesKey(namespace, prog_id, kind.value, metric.name, host, context), plain_ts,
-                              metric.value)
+    prog_id, host, context, send, collect, receipt, types, names, values = record
+    if receipt is None:
+        receipt = receipt_ms
+    fallback = int(time.time() if now is None else now) if receipt is None else receipt // 1000
+    plain_ts = fallback if send is None else send // 1000
+    statset_ts = fallback if collect is None else collect // 1000
+    namespace = AGG if any(k == AGG_CONTEXT_KEY for k, _ in context) else MD
+    return _points(prog_id, host, context, namespace, plain_ts, statset_ts, types, names, values, unknown_as)
+
+
+def _points(prog_id: str, host: str, context: tuple[tuple[str, str], ...], namespace: str, plain_ts: int,
+            statset_ts: int, types: tuple[str, ...], names: tuple[str, ...], values: tuple[Any, ...],
+            unknown_as: str | None) -> Iterator[SeriesPoint]:
+    for kind, name, value in zip(types, names, values, strict=True):
+        if kind in _SIMPLE_TYPES:
+            yield SeriesPoint(SeriesKey(namespace, prog_id, kind, name, host, context), plain_ts, value)
+        elif kind == _STATSET:
+            for field_name, field_value in zip(STATSET_FIELDS, value, strict=True):
+                if field_value is not None:
+                    yield SeriesPoint(SeriesKey(namespace, prog_id, field_name, name, host, context), statset_ts,
+                                      field_value)
+        elif unknown_as is not None and not isinstance(value, bool) and isinstance(value, int | float):
+            yield SeriesPoint(SeriesKey(namespace, prog_id, unknown_as, name, host, context), plain_ts, value)
 
 
 def _cap(stem: str, suffix: str, key: SeriesKey) -> str:

@@ -7,6 +7,10 @@ counters and 50 gauges in one StatsMsg per interval, so one interval holds
 1. samples/s through `AggBackend.add` (decoded messages: the summariser alone);
 2. samples/s through `AggBackend.handle` from raw datagrams (the LWES and
    StatsMsg decode included, as in the server);
+2b. µs per event through `AggBackend.handle` for the server's usual traffic:
+   fresh `RawEvent`s of varied 383-byte datagrams (1000 hosts, 3 counters and
+   2 gauges each, counters increasing, values and send_time changing), the
+   decode included (`benchmarks/bench_stats_decode.py` has the decode alone);
 3. bytes per live series (tracemalloc, after one interval, before the flush),
    without and with percentile sketches;
 4. the flush: seconds to emit 100k series as StatsMsg events.
@@ -18,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import sys
 import time
 import tracemalloc
+from pathlib import Path
 
 from mondemand.backends.agg import AggBackend
 
@@ -28,6 +34,9 @@ from mondemand.lwes import encode
 from mondemand.messages import Metric, MetricType, StatsMsg
 from mondemand.options import parse_options
 from mondemand.plugin_api import ServerContext
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_stats_decode import varied_datagrams
 
 
 def make_agg(**options: str) -> tuple[AggBackend, list[RawEvent]]:
@@ -79,6 +88,27 @@ def bench_handle(hosts: int, metrics: int, rounds: int) -> None:
     print(f"handle(): {total:,} samples in {elapsed:.2f} s = {total / elapsed:,.0f} samples/s (decode included)")
 
 
+def bench_events(hosts: int, rounds: int, repeats: int = 5) -> None:
+    """µs per 5-metric event through handle(), best of `repeats` runs over `rounds` reports per host."""
+    best = float("inf")
+    for _ in range(repeats):
+        agg, _ = make_agg()
+        now_ms = int(time.time() * 1000)
+        # Reports 1 s apart, all within the open intervals; the first round only creates the counter states.
+        datagrams = varied_datagrams(hosts, rounds + 1, t0=now_ms - (rounds + 1) * 1000, step_ms=1000)
+        warm, timed = datagrams[:hosts], datagrams[hosts:]
+        agg.handle([RawEvent(d, now_ms, "10.0.0.1", 4000, "udp") for d in warm])
+        batches = [[RawEvent(d, now_ms, "10.0.0.1", 4000, "udp") for d in timed[i:i + 256]]
+                   for i in range(0, len(timed), 256)]  # fmt: skip
+        start = time.perf_counter()
+        for batch in batches:
+            agg.handle(batch)
+        best = min(best, (time.perf_counter() - start) / len(timed) * 1e6)
+        assert agg.stats["samples"] == 5 * len(datagrams), agg.stats
+    print(f"handle(): {best:.2f} µs per 5-metric event ({1e6 / best:,.0f} events/s; "
+          f"{hosts} hosts x {rounds} reports, fresh RawEvents, decode included)")
+
+
 def bench_memory(hosts: int, metrics: int, stats: str) -> None:
     msgs = messages(hosts, metrics, 0, time.time())
     gc.collect()
@@ -111,6 +141,7 @@ def main() -> None:
     print(f"{args.hosts} hosts x {args.metrics} metrics = {args.hosts * args.metrics:,} aggregate series")
     bench_add(args.hosts, args.metrics, args.rounds)
     bench_handle(args.hosts, args.metrics, args.rounds)
+    bench_events(args.hosts, args.rounds)
     bench_memory(args.hosts, args.metrics, "count,sum,min,max")
     bench_memory(args.hosts, args.metrics, "count,sum,min,max,median,pctl_99")
 

@@ -8,14 +8,21 @@ into the event only when it is decoded or the bytes are forwarded with headers.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 from mondemand.lwes import MAX_DECODE_SIZE, Event, LwesDecodeError, LwesType, add_headers, decode, read_headers
 from mondemand.lwes.codec import peek_name
+from mondemand.messages.stats_fast import decode_stats
 
 # Length byte + name bytes -> name; bounded, cleared when full.
 _NAMES: dict[bytes, str] = {}
+# Publishing a decode error: several backend threads may decode one RawEvent at once, and all of
+# them must see the same exception object (decode errors are counted once per object).
+_PUBLISH = threading.Lock()
+_STATS_MSG = "MonDemand::StatsMsg"
+_UNSET: Any = object()
 
 
 def _learn_name(data: bytes) -> str:
@@ -34,7 +41,8 @@ class RawEvent:
     on) keeps its original values instead, as the C listener does.
     """
 
-    __slots__ = ("_event", "_message", "data", "listener", "name", "receipt_ms", "sender_ip", "sender_port")
+    __slots__ = ("_event", "_message", "_stats", "data", "listener", "name", "receipt_ms", "sender_ip",
+                 "sender_port")
 
     def __init__(
         self,
@@ -57,7 +65,9 @@ class RawEvent:
         self.listener = listener
         self.name = name
         # _event and _message stay unset until first use (an unset slot
-        # raises AttributeError): two fewer stores per datagram.
+        # raises AttributeError): two fewer stores per datagram. _stats is
+        # read for most datagrams, and a raised AttributeError costs more than a store.
+        self._stats = _UNSET
 
     @classmethod
     def from_event(cls, event: Event, *, sender_ip: str = "127.0.0.1", sender_port: int = 0,
@@ -81,7 +91,7 @@ class RawEvent:
                 # The listener bounded the size already (UDP: 65535; HTTP: max_body).
                 ev = decode(self.data, long_strings=True, max_size=max(len(self.data), MAX_DECODE_SIZE))
             except LwesDecodeError as exc:
-                ev = exc
+                ev = _publish_error(self, "_event", exc)
             else:
                 if "ReceiptTime" not in ev.attrs:
                     ev.attrs["ReceiptTime"] = (LwesType.INT64, self.receipt_ms)
@@ -105,6 +115,37 @@ class RawEvent:
             self._message = msg
         return msg
 
+    @property
+    def stats(self) -> Any:
+        """The `StatsRecord` of a MonDemand::StatsMsg (`mondemand.messages.stats_fast`), None for other events.
+
+        Decoded once and shared, without building the Event or the StatsMsg.
+        The record's RECEIPT_TIME is the datagram's own; fall back to
+        `receipt_ms`. Raises `LwesDecodeError` (the very object `event` raises)
+        or `MessageError` for a malformed StatsMsg; the error is cached too.
+        """
+        record = self._stats
+        if record is _UNSET:
+            if self.name != _STATS_MSG:
+                self._stats = None
+                return None
+            n = len(self.data)
+            try:
+                record = self._stats = decode_stats(
+                    self.data, long_strings=True, max_size=n if n > MAX_DECODE_SIZE else MAX_DECODE_SIZE)
+            except LwesDecodeError:
+                try:
+                    self.event  # noqa: B018 - the generic decode's error, shared with `event`
+                except LwesDecodeError as exc:
+                    record = _publish_error(self, "_stats", exc)
+                else:  # cannot happen: both decoders refuse the same bytes
+                    raise
+            except ValueError as exc:  # MessageError, and int()'s own for a statset field of absurd length
+                record = _publish_error(self, "_stats", exc)
+        if isinstance(record, Exception):
+            raise record
+        return record
+
     def original_headers(self) -> tuple[int, str, int]:
         """(ReceiptTime, SenderIP, SenderPort): from the datagram's own tail if it has one."""
         tail = read_headers(self.data)
@@ -117,6 +158,16 @@ class RawEvent:
 
     def __repr__(self) -> str:
         return f"RawEvent({self.name!r}, {len(self.data)} bytes from {self.sender_ip}:{self.sender_port})"
+
+
+def _publish_error(raw: RawEvent, slot: str, exc: Exception) -> Any:
+    """Store `exc` in `slot` unless another thread stored a result first; returns what is stored."""
+    with _PUBLISH:
+        stored = getattr(raw, slot, _UNSET)
+        if stored is _UNSET:
+            setattr(raw, slot, exc)
+            return exc
+        return stored
 
 
 def _is_ipv4(address: str) -> bool:

@@ -57,9 +57,10 @@ class Backend:
     """Base class for backends.
 
     `needs` says what `handle` reads: "raw" (bytes and sender only), "event"
-    (the decoded LWES event) or "message" (the typed MonDemand message). For
-    "event" and "message" the worker decodes first, counts undecodable events
-    and leaves them out, so `handle` sees only good ones.
+    (the decoded LWES event), "message" (the typed MonDemand message) or
+    "stats" (`RawEvent.stats`, the plain record of a StatsMsg; other events
+    are passed on undecoded). For all but "raw" the worker decodes first,
+    counts undecodable events and leaves them out, so `handle` sees only good ones.
     """
 
     type_name: ClassVar[str] = ""

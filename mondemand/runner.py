@@ -281,7 +281,7 @@ class BackendRunner:
             self.failed += len(batch)
             return
         if backend.needs != "raw":
-            batch = self._decoded(batch, backend.needs == "message")
+            batch = self._decoded(batch, backend.needs)
             if not batch:
                 return
         start = time.perf_counter()
@@ -374,11 +374,13 @@ class BackendRunner:
             break
         return None, []
 
-    def _decoded(self, batch: list[RawEvent], message: bool) -> list[RawEvent]:
+    def _decoded(self, batch: list[RawEvent], needs: str) -> list[RawEvent]:
         good = []
         for raw in batch:
             try:
-                if message:
+                if needs == "stats":
+                    raw.stats  # noqa: B018 - StatsMsg only (None for the rest, which pass undecoded)
+                elif needs == "message":
                     raw.message  # noqa: B018 - decodes once, shared with other backends
                 else:
                     raw.event  # noqa: B018

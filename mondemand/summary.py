@@ -10,7 +10,7 @@ longer answer them honestly and drops its sketch (`percentiles_lost`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from mondemand.messages import Statset
 from mondemand.sketch import Sketch
@@ -63,17 +63,25 @@ class Summary:
         summary's sketch, if it sent one. ValueError, before anything
         changes, for a field beyond FIELD_LIMIT.
         """
-        for value in (stats.count, stats.sum, stats.min, stats.max):
+        self.add_fields((stats.count, stats.sum, stats.min, stats.max), sketch)
+
+    def add_fields(self, fields: Sequence[int | None], sketch: Sketch | None = None) -> None:
+        """`add_statset` for statset fields in wire order (count, sum, min, max, ...), as a `StatsRecord` holds them.
+
+        ValueError, before anything changes, for a field beyond FIELD_LIMIT.
+        """
+        count, total, low, high = fields[0], fields[1], fields[2], fields[3]
+        for value in (count, total, low, high):
             if value is not None and not -FIELD_LIMIT < value < FIELD_LIMIT:
                 raise ValueError(f"statset field {str(value)[:20]}... ({len(str(value))} digits) is beyond 64 bits")
-        if stats.count is not None:
-            self.count = stats.count if self.count is None else self.count + stats.count
-        if stats.sum is not None:
-            self.sum = stats.sum if self.sum is None else self.sum + stats.sum
-        if stats.min is not None and (self.min is None or stats.min < self.min):
-            self.min = stats.min
-        if stats.max is not None and (self.max is None or stats.max > self.max):
-            self.max = stats.max
+        if count is not None:
+            self.count = count if self.count is None else self.count + count
+        if total is not None:
+            self.sum = total if self.sum is None else self.sum + total
+        if low is not None and (self.min is None or low < self.min):
+            self.min = low
+        if high is not None and (self.max is None or high > self.max):
+            self.max = high
         if self.sketch is not None:
             if sketch is None or sketch.relative_accuracy != self.sketch.relative_accuracy:
                 self.sketch = None

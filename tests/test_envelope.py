@@ -129,3 +129,77 @@ def test_events_larger_than_a_datagram_decode():
     big = Event("Big").set("s", LwesType.LONG_STRING, "x" * 70_000)
     raw = RawEvent(encode(big, max_size=1 << 20), 1, "127.0.0.1", 1)
     assert raw.event["s"] == "x" * 70_000
+
+
+# --------------------------------------------------------------------------- .stats
+
+
+def broken_stats_bytes() -> bytes:
+    return stats_bytes()[:-3]  # the last record cut short
+
+
+def test_stats_record_is_decoded_once_and_shared():
+    raw = RawEvent(stats_bytes(), 1_700_000_000_000, "10.0.0.1", 4000, "main")
+    record = raw.stats
+    assert raw.stats is record
+    assert record == ("myapp", "web01", (), None, None, None, ("counter",), ("hits",), (5,))
+    assert not hasattr(raw, "_event")  # no Event was built for it
+
+
+def test_stats_is_none_for_other_events_without_decoding_them():
+    raw = RawEvent(b"\x06Broken\x00\x01\x01a\x42", 1, "10.0.0.1", 5)
+    assert raw.stats is None
+    with pytest.raises(LwesDecodeError):
+        raw.event  # noqa: B018
+
+
+def test_stats_keeps_the_datagrams_own_receipt_time_only():
+    plain = RawEvent(stats_bytes(), 1_700_000_000_000, "10.0.0.1", 4000)
+    assert plain.stats[5] is None and plain.receipt_ms == 1_700_000_000_000
+    forwarded = RawEvent(RawEvent(stats_bytes(), 1_600_000_000_000, "10.0.0.9", 7).with_headers(), 5, "10.0.0.1", 1)
+    assert forwarded.stats[5] == 1_600_000_000_000
+
+
+def test_a_stats_decode_error_is_cached_and_is_the_events_own():
+    raw = RawEvent(broken_stats_bytes(), 1, "10.0.0.1", 5)
+    with pytest.raises(LwesDecodeError) as first:
+        raw.stats  # noqa: B018
+    with pytest.raises(LwesDecodeError) as again:
+        raw.stats  # noqa: B018
+    with pytest.raises(LwesDecodeError) as event_error:
+        raw.event  # noqa: B018
+    assert first.value is again.value is event_error.value
+
+
+def test_a_malformed_stats_message_error_is_cached():
+    raw = RawEvent.from_event(Event("MonDemand::StatsMsg").set("num", LwesType.UINT16, 0))  # no prog_id
+    with pytest.raises(MessageError) as first:
+        raw.stats  # noqa: B018
+    with pytest.raises(MessageError) as again:
+        raw.stats  # noqa: B018
+    assert first.value is again.value
+
+
+@pytest.mark.parametrize("prop", ["stats", "event"])
+def test_racing_threads_see_one_error_object(prop):
+    import threading
+
+    raws = [RawEvent(broken_stats_bytes(), 1, "10.0.0.1", 5) for _ in range(200)]
+    seen: list[list[int]] = [[] for _ in raws]
+    barrier = threading.Barrier(4)
+
+    def work() -> None:
+        barrier.wait()
+        for i, raw in enumerate(raws):
+            for name in (prop, "event", "stats"):
+                try:
+                    getattr(raw, name)
+                except LwesDecodeError as exc:
+                    seen[i].append(id(exc))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(len(ids) == 12 and len(set(ids)) == 1 for ids in seen)

@@ -465,3 +465,44 @@ def test_a_stuck_backend_holds_at_most_queue_bytes():
         gate.set()
     r.stop(timeout=10)
     assert len(journal.handled()) == 1 + fits
+
+
+class StatsReader(EventReader):
+    needs = "stats"
+
+
+def test_stats_backends_get_records_and_other_events_undecoded():
+    got: list[RawEvent] = []
+    reported: list[Exception] = []
+    r = BackendRunner("stats", lambda: StatsReader(got), on_decode_error=lambda raw, exc: reported.append(exc),
+                      **FAST)
+    good = RawEvent.from_event(StatsMsg("app", metrics=[Metric(MetricType.GAUGE, "load", 3)]).to_lwes()[0])
+    bad_message = RawEvent.from_event(Event("MonDemand::StatsMsg").set("num", LwesType.UINT16, 0))
+    bad_bytes = RawEvent(good.data[:-2], 1, "127.0.0.1", 9)
+    other = RawEvent(b"\x06Broken\x00\x01\x01a\x42", 1, "127.0.0.1", 9)  # not a StatsMsg: not decoded at all
+    r.offer_many([bad_message, good, bad_bytes, other])
+    r.start()
+    r.stop(timeout=10)
+    assert got == [good, other]
+    assert got[0].stats[0] == "app" and got[1].stats is None
+    assert not hasattr(good, "_event") and not hasattr(other, "_event")
+    assert r.decode_errors == 2
+    assert len(reported) == 1 and isinstance(reported[0], LwesDecodeError)
+
+
+def test_one_undecodable_stats_event_reaches_every_runner_as_one_error_object():
+    got: list[RawEvent] = []
+    reported: list[Exception] = []
+    runners = [BackendRunner(f"r{i}", (lambda cls=cls: cls(got)), on_decode_error=lambda raw, exc: reported.append(exc),
+                             **FAST) for i, cls in enumerate([StatsReader, EventReader, MessageReader, StatsReader])]
+    good = StatsMsg("app", metrics=[Metric(MetricType.GAUGE, "load", 3)]).to_lwes()[0]
+    broken = [RawEvent(encode(good)[:-2], 1, "127.0.0.1", 9) for _ in range(50)]
+    for r in runners:
+        r.offer_many(broken)
+    for r in runners:
+        r.start()
+    for r in runners:
+        r.stop(timeout=10)
+    assert got == [] and all(r.decode_errors == 50 for r in runners)
+    # The server counts an error once per exception object: 50 objects, each reported by all 4 runners.
+    assert len(reported) == 200 and len({id(e) for e in reported}) == 50

@@ -209,3 +209,22 @@ def test_parse_rejects_other_files() -> None:
     assert parse_file_path("app/hits/app-bogus-hits-h.rrd") is None
     assert parse_file_path("app/hits/app-counter-hits-h.txt") is None
     assert parse_file_path("app-counter-hits-h.rrd") is None
+
+
+def test_series_from_record_falls_back_to_the_listeners_receipt_time():
+    from mondemand.backends.series import series_from_record
+
+    from mondemand.envelope import RawEvent
+    from mondemand.lwes import encode
+
+    msg = StatsMsg("app", "web01", {"stat": "sum", "dc": "ams"}, [
+        Metric(MetricType.COUNTER, "c", 5), Metric(MetricType.STATSET, "s", Statset(2, 9, None, 7)),
+        Metric(MetricType.UNKNOWN, "h", 1.5, type_name="histogram")], collect_time=1_700_000_100_000)
+    raw = RawEvent(encode(msg.to_lwes()[0]), 1_700_000_050_999, "10.0.0.1", 9)
+    points = list(series_from_record(raw.stats, receipt_ms=raw.receipt_ms, unknown_as="gauge"))
+    assert points == list(series_from_stats(raw.message, unknown_as="gauge"))
+    assert [(p.key.metric_type, p.key.namespace, p.timestamp, p.value) for p in points] == [
+        ("counter", "agg", 1_700_000_050, 5), ("count", "agg", 1_700_000_100, 2), ("sum", "agg", 1_700_000_100, 9),
+        ("max", "agg", 1_700_000_100, 7), ("gauge", "agg", 1_700_000_050, 1.5)]
+    assert points[0].key.context == (("dc", "ams"), ("stat", "sum"))
+    assert next(p.timestamp for p in series_from_record(raw.stats, now=1234.9)) == 1234

@@ -29,13 +29,13 @@ from mondemand.backends.series import (
     SeriesKey,
     SeriesNameError,
     file_path,
-    series_from_stats,
+    series_from_record,
     tree_path,
 )
 
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
-from mondemand.messages import StatsMsg
+from mondemand.messages.stats_fast import PROG_ID
 from mondemand.options import Option
 from mondemand.plugin_api import Backend
 from mondemand.runner import RateLimitedLog
@@ -96,7 +96,7 @@ class WhisperBackend(Backend):
     """Store counters, gauges and statset sub-statistics as whisper files."""
 
     type_name = "whisper"
-    needs = "message"
+    needs = "stats"
     options = (
         Option("root", "str", required=True, help="directory of the whisper files"),
         Option("retentions", "list", DEFAULT_RETENTIONS, check=parse_retentions,
@@ -135,14 +135,14 @@ class WhisperBackend(Backend):
     def handle(self, batch: list[RawEvent]) -> None:
         pending: dict[SeriesKey, list[tuple[int, float]]] = {}
         for raw in batch:
-            msg = raw.message
-            if not isinstance(msg, StatsMsg):
+            record = raw.stats
+            if record is None:
                 continue
-            if not self.filter.allows(msg.prog_id):
+            if not self.filter.allows(record[PROG_ID]):
                 self.counts["filtered"] += 1
                 continue
             try:
-                points = list(series_from_stats(msg))
+                points = list(series_from_record(record, receipt_ms=raw.receipt_ms))
                 for point in points:
                     float(point.value)  # OverflowError for a value no float holds, before anything is stored
             except Exception as exc:  # bad data in this event (e.g. a value no float holds): it alone is dropped
