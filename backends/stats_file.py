@@ -9,7 +9,8 @@ gives one line per sub-statistic it carries, the type column naming it
 (`count`, `sum`, `min`, ...). The time is the message's `collect_time` for
 statsets and its `send_time` for the rest, the ReceiptTime when that is
 missing, as the reference formatter does. The date directories follow the
-same time, so one message may touch two days' files around midnight.
+same time, so one message may touch two days' files around midnight. Context
+pairs are written sorted by key, whatever order they were sent in.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from mondemand.backends.textfiles import DatedTextBackend, escape_field, format_
 
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
-from mondemand.messages import MetricType, Statset, StatsMsg
+from mondemand.messages import MetricType, Statset
+from mondemand.messages.stats_fast import StatsRecord
+
+_COUNTER, _GAUGE, _STATSET = MetricType.COUNTER.value, MetricType.GAUGE.value, MetricType.STATSET.value
 
 
 def fallback_ms(raw: RawEvent, receipt_time: int | None) -> int:
@@ -37,50 +41,64 @@ class StatsFileBackend(DatedTextBackend):
     """Append each metric of each StatsMsg to `<root>/YYYY/MM/DD/<prog_id>/<host>`."""
 
     type_name = "stats_file"
+    needs = "stats"
 
     def start(self) -> None:
         super().start()
         self.stats_sent_count = 0
         self.unwritten_metrics = 0
+        #: (host, prog_id, context) -> (escaped head columns, escaped context column); senders repeat them.
+        self._columns: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[str, str]] = {}
 
     def handle(self, batch: list[RawEvent]) -> None:
         for raw in batch:
-            msg = raw.message
-            if not isinstance(msg, StatsMsg):
+            record = raw.stats
+            if record is None:
                 self.skipped_events += 1
                 continue
             try:
-                self._add_message(raw, msg)
+                self._add_record(raw, record)
             except Exception as exc:  # bad data in this event: it alone is dropped
                 self.reject(raw, exc)
         self.write_pending()
 
-    def _add_message(self, raw: RawEvent, msg: StatsMsg) -> None:
-        fallback = fallback_ms(raw, msg.receipt_time)
-        send_ms = msg.send_time if valid_ms(msg.send_time) else fallback
-        collect_ms = msg.collect_time if valid_ms(msg.collect_time) else fallback
-        head = f"\t{escape_field(msg.host)}\t{escape_field(msg.prog_id)}\t"
-        context = format_context(msg.context, self.delimiter)
-        for metric in msg.metrics:
-            ms = collect_ms if metric.type is MetricType.STATSET else send_ms
+    def _add_record(self, raw: RawEvent, record: StatsRecord) -> None:
+        prog_id, host, context, send_time, collect_time, receipt_time, types, names, values = record
+        fallback = fallback_ms(raw, receipt_time)
+        send_ms = send_time if valid_ms(send_time) else fallback
+        collect_ms = collect_time if valid_ms(collect_time) else fallback
+        columns = self._columns.get((host, prog_id, context))
+        if columns is None:
+            columns = self._learn_columns(host, prog_id, context)
+        head, context_column = columns
+        lines: list[tuple[Any, str]] = []
+        for kind, name, value in zip(types, names, values, strict=True):
+            ms = collect_ms if kind == _STATSET else send_ms
             day, stamp = self.clock(ms // 1000)
-            path = self.path_for(day, msg.prog_id, msg.host)
-            name = escape_field(metric.name)
-            if metric.type is MetricType.STATSET:
-                statset: Statset = metric.value
-                for field in Statset.FIELDS:
-                    value = getattr(statset, field)
-                    if value is not None:
-                        self.add_line(path, f"{stamp}{head}{field}\t{name}\t{value}\t{context}")
-            elif metric.type is MetricType.UNKNOWN:
-                if not _is_number(metric.value):
-                    self.unwritten_metrics += 1
-                    continue
-                kind = escape_field(metric.type_name or MetricType.UNKNOWN.value)
-                self.add_line(path, f"{stamp}{head}{kind}\t{name}\t{metric.value}\t{context}")
+            path = self.path_for(day, prog_id, host)
+            name = escape_field(name)
+            if kind == _STATSET:
+                for field, field_value in zip(Statset.FIELDS, value, strict=True):
+                    if field_value is not None:
+                        lines.append((path, f"{stamp}{head}{field}\t{name}\t{field_value}\t{context_column}"))
+            elif kind in (_COUNTER, _GAUGE):
+                lines.append((path, f"{stamp}{head}{kind}\t{name}\t{value}\t{context_column}"))
+            elif not _is_number(value):
+                self.unwritten_metrics += 1
+                continue
             else:
-                self.add_line(path, f"{stamp}{head}{metric.type.value}\t{name}\t{metric.value}\t{context}")
+                lines.append((path, f"{stamp}{head}{escape_field(kind)}\t{name}\t{value}\t{context_column}"))
             self.stats_sent_count += 1
+        # Only once every line of the event is formatted: a bad event leaves no partial lines behind.
+        for path, line in lines:
+            self.add_line(path, line)
+
+    def _learn_columns(self, host: str, prog_id: str, context: tuple[tuple[str, str], ...]) -> tuple[str, str]:
+        columns = (f"\t{escape_field(host)}\t{escape_field(prog_id)}\t", format_context(dict(context), self.delimiter))
+        if len(self._columns) >= 16384:
+            self._columns.clear()
+        self._columns[(host, prog_id, context)] = columns
+        return columns
 
     def counters(self) -> dict[str, float]:
         return {**super().counters(), "stats_sent_count": self.stats_sent_count,

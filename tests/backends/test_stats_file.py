@@ -84,6 +84,30 @@ def test_the_context_delimiter_is_an_option(tmp_path):
     assert lines(tmp_path / "2023/11/14/a/h")[0][6] == "x=1,y=2"
 
 
+def test_context_pairs_are_written_sorted_whatever_order_they_were_sent_in(tmp_path, backend):
+    for context in ({"zone": "b", "app": "x"}, {"app": "x", "zone": "b"}):
+        backend.handle(received(StatsMsg("a", host="h", context=context, metrics=[Metric(MetricType.GAUGE, "g", 1)])))
+    backend.close()
+    assert [row[6] for row in lines(tmp_path / "2023/11/14/a/h")] == ["app=x-zone=b", "app=x-zone=b"]
+
+
+def test_an_event_failing_halfway_leaves_no_line_behind(tmp_path, backend):
+    class Exploding(int):
+        def __format__(self, spec):
+            raise ValueError("cannot be written")
+
+    [good] = received(StatsMsg("a", host="h", metrics=[Metric(MetricType.GAUGE, "g", 1)]))
+    [bad] = received(StatsMsg("a", host="h", metrics=[Metric(MetricType.GAUGE, "first", 1),
+                                                       Metric(MetricType.GAUGE, "second", 2)]))
+    record = bad.stats
+    bad._stats = (*record[:8], (1, Exploding(2)))
+    rejected = []
+    backend.reject_hook = lambda raw, reason: rejected.append(raw)
+    backend.handle([good, bad])
+    backend.close()
+    assert [row[4] for row in lines(tmp_path / "2023/11/14/a/h")] == ["g"] and rejected == [bad]
+
+
 def test_tabs_and_newlines_from_the_wire_cannot_break_a_line(tmp_path, backend):
     msg = StatsMsg("a", host="h", context={"note": "two\tcols\nand\\lines"},
                    metrics=[Metric(MetricType.COUNTER, "bad\tname\r", 1)])
