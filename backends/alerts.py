@@ -27,7 +27,7 @@ from typing import Any
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages import StatsMsg
-from mondemand.options import Option
+from mondemand.options import DAY, Option
 from mondemand.plugin_api import Backend
 
 from .alert_rules import NOT_SEEN, STATS, RuleError, RuleState, Transition, rule_from_options
@@ -49,9 +49,10 @@ ALERT_OPTIONS = (
     Option("clear_above", "float", None, help="an above alert clears at or under this (default above - hysteresis)"),
     Option("clear_below", "float", None, help="a below alert clears at or over this (default below + hysteresis)"),
     Option("hysteresis", "float", 0.0, minimum=0, help="distance from the limit a value must return to clear"),
-    Option("window", "duration", 0.0, minimum=0, help="how long the condition must hold (all) or averaging span (avg)"),
+    Option("window", "duration", 0.0, minimum=0, maximum=DAY,
+           help="how long the condition must hold (all) or averaging span (avg)"),
     Option("window_mode", "str", "all", choices=("all", "avg"), help="all: every value over the window; avg: mean"),
-    Option("clear_window", "duration", 0.0, minimum=0, help="how long the clear condition must hold"),
+    Option("clear_window", "duration", 0.0, minimum=0, maximum=DAY, help="how long the clear condition must hold"),
     Option("no_data", "duration", None, minimum=0.001, help="stopped working: a matching series silent this long"),
     Option("not_seen", "duration", None, minimum=0.001,
            help="stopped responding: nothing from the prog_id on a host this long"),
@@ -103,9 +104,10 @@ class AlertsBackend(Backend):
                                              "config directory); empty: states start over on restart"),
         Option("rules", "list", (), help="[alert:NAME] sections this backend evaluates (default: all)"),
         Option("http_path", "str", "/alerts", help="path of the state document on the [http] port"),
-        Option("forget_after", "duration", 86_400.0, minimum=1,
+        Option("forget_after", "duration", 86_400.0, minimum=1, maximum=400 * DAY,
                help="an ok above/below series silent this long is forgotten"),
-        Option("shutdown_timeout", "duration", 10.0, minimum=0, help="how long close waits for pending notifications"),
+        Option("shutdown_timeout", "duration", 10.0, minimum=0, maximum=DAY,
+               help="how long close waits for pending notifications"),
     )
 
     # -- lifecycle ---------------------------------------------------------------

@@ -31,7 +31,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mondemand.options import Option
+from mondemand.options import DAY, HOUR, Option
 
 from .alert_rules import RuleError
 
@@ -69,9 +69,10 @@ def _check_command(text: str) -> None:
 NOTIFIER_OPTIONS = (
     Option("type", "str", required=True, choices=("smtp", "webhook", "command"), help="how to notify"),
     Option("retries", "int", 3, minimum=0, help="further attempts after a failed one"),
-    Option("retry_delay", "duration", 1.0, minimum=0, help="wait before the first retry; doubles each time"),
-    Option("retry_max", "duration", 60.0, minimum=0, help="longest wait between retries"),
-    Option("timeout", "duration", 10.0, minimum=0.01, help="limit of one attempt"),
+    Option("retry_delay", "duration", 1.0, minimum=0, maximum=DAY,
+           help="wait before the first retry; doubles each time"),
+    Option("retry_max", "duration", 60.0, minimum=0, maximum=DAY, help="longest wait between retries"),
+    Option("timeout", "duration", 10.0, minimum=0.01, maximum=HOUR, help="limit of one attempt"),
     Option("queue_size", "int", 1000, minimum=1, help="notifications waiting before new ones are dropped"),
     # smtp
     Option("host", "str", None, help="smtp: mail server"),
