@@ -31,7 +31,7 @@ from mondemand.options import DAY, Option
 from mondemand.plugin_api import Backend
 
 from .alert_rules import NOT_SEEN, STATS, RuleError, RuleState, Transition, rule_from_options
-from .notifiers import NOTIFIER_OPTIONS, NotifierWorker, build_notifier
+from .notifiers import NOTIFIER_OPTIONS, NotifierWorker, build_notifier, clean_payload
 
 __all__ = ["ALERT_OPTIONS", "NOTIFIER_OPTIONS", "AlertConfigError", "AlertsBackend"]
 
@@ -71,8 +71,8 @@ class AlertConfigError(Exception):
 
 
 def payload(transition: Transition, server: str) -> dict[str, Any]:
-    """The JSON document a notifier sends for `transition`."""
-    return {
+    """The JSON document a notifier sends for `transition`; wire strings escaped (`notifiers.escape_text`)."""
+    return clean_payload({
         "alert": transition.rule,
         "state": transition.state,
         "previous": transition.previous,
@@ -85,7 +85,7 @@ def payload(transition: Transition, server: str) -> dict[str, Any]:
         "time_iso": _iso(transition.time),
         "since": round(transition.since, 3),
         "server": server,
-    }
+    })
 
 
 def _iso(t: float | None) -> str | None:
@@ -229,9 +229,9 @@ class AlertsBackend(Backend):
             self.transitions += 1
             rule = self.rules[transition.rule].rule
             level = logging.WARNING if transition.state == "firing" else logging.INFO
-            self.log.log(level, "alert %s %s%s: %s", transition.rule, transition.state.upper(),
-                         " (reminder)" if transition.repeat else "", transition.summary)
             document = payload(transition, self.context.hostname)
+            self.log.log(level, "alert %s %s%s: %s", transition.rule, transition.state.upper(),
+                         " (reminder)" if transition.repeat else "", document["summary"])  # escaped: one line
             for target in rule.notify:
                 self.workers[target].submit(document)
 
@@ -319,7 +319,7 @@ class AlertsBackend(Backend):
         for entry in state.series.values():
             if only and entry.state != only:
                 continue
-            series.append({"labels": entry.labels, "state": entry.state, "since": _iso(entry.since),
+            series.append({"labels": clean_payload(entry.labels), "state": entry.state, "since": _iso(entry.since),
                            "value": entry.value, "last_seen": _iso(entry.last_seen)})
         series.sort(key=lambda s: (s["state"] != "firing", json.dumps(s["labels"], sort_keys=True)))
         limits = {key: getattr(rule, key) for key in ("above", "below", "clear_above", "clear_below")}
