@@ -34,7 +34,7 @@ from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages import MessageError, Metric, MetricType, StatsMsg
 from mondemand.messages.stats_fast import PROG_ID, StatsRecord, record_from_msg
-from mondemand.options import Option
+from mondemand.options import DAY, Option
 from mondemand.plugin_api import Backend, ServerContext
 from mondemand.sketch import Sketch, SketchError
 from mondemand.summary import PERCENTILE_FIELDS, Summary
@@ -84,10 +84,11 @@ class AggBackend(Backend):
     injects = True
     options = (
         Option("aggregation_keys", "list", [], help="context keys whose value becomes 'all' (e.g. cluster)"),
-        Option("interval", "duration", 60.0, minimum=1, check=_check_interval, help="length of one summary"),
-        Option("lateness", "duration", 30.0, minimum=0,
+        Option("interval", "duration", 60.0, minimum=1, maximum=DAY, check=_check_interval,
+               help="length of one summary"),
+        Option("lateness", "duration", 30.0, minimum=0, maximum=DAY,
                help="how long after an interval ends events for it are still taken"),
-        Option("max_future", "duration", 120.0, minimum=0,
+        Option("max_future", "duration", 120.0, minimum=0, maximum=DAY,
                help="events timestamped further ahead of the server clock are counted and left out"),
         Option("time_source", "str", "event", choices=("event", "receipt"),
                help="bucket by the event's send/collect time, or by when the server received it"),

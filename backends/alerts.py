@@ -27,11 +27,11 @@ from typing import Any
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages import StatsMsg
-from mondemand.options import Option, SectionProblem
+from mondemand.options import DAY, Option, SectionProblem
 from mondemand.plugin_api import Backend
 
 from .alert_rules import NOT_SEEN, STATS, Rule, RuleError, RuleState, Transition, rule_from_options
-from .notifiers import NOTIFIER_OPTIONS, Notifier, NotifierWorker, build_notifier
+from .notifiers import NOTIFIER_OPTIONS, Notifier, NotifierWorker, build_notifier, clean_payload
 
 __all__ = ["ALERT_OPTIONS", "NOTIFIER_OPTIONS", "AlertConfigError", "AlertsBackend", "check_alert_sections"]
 
@@ -49,9 +49,10 @@ ALERT_OPTIONS = (
     Option("clear_above", "float", None, help="an above alert clears at or under this (default above - hysteresis)"),
     Option("clear_below", "float", None, help="a below alert clears at or over this (default below + hysteresis)"),
     Option("hysteresis", "float", 0.0, minimum=0, help="distance from the limit a value must return to clear"),
-    Option("window", "duration", 0.0, minimum=0, help="how long the condition must hold (all) or averaging span (avg)"),
+    Option("window", "duration", 0.0, minimum=0, maximum=DAY,
+           help="how long the condition must hold (all) or averaging span (avg)"),
     Option("window_mode", "str", "all", choices=("all", "avg"), help="all: every value over the window; avg: mean"),
-    Option("clear_window", "duration", 0.0, minimum=0, help="how long the clear condition must hold"),
+    Option("clear_window", "duration", 0.0, minimum=0, maximum=DAY, help="how long the clear condition must hold"),
     Option("no_data", "duration", None, minimum=0.001, help="stopped working: a matching series silent this long"),
     Option("not_seen", "duration", None, minimum=0.001,
            help="stopped responding: nothing from the prog_id on a host this long"),
@@ -107,8 +108,8 @@ def check_alert_sections(
 
 
 def payload(transition: Transition, server: str) -> dict[str, Any]:
-    """The JSON document a notifier sends for `transition`."""
-    return {
+    """The JSON document a notifier sends for `transition`; wire strings escaped (`notifiers.escape_text`)."""
+    return clean_payload({
         "alert": transition.rule,
         "state": transition.state,
         "previous": transition.previous,
@@ -121,7 +122,7 @@ def payload(transition: Transition, server: str) -> dict[str, Any]:
         "time_iso": _iso(transition.time),
         "since": round(transition.since, 3),
         "server": server,
-    }
+    })
 
 
 def _iso(t: float | None) -> str | None:
@@ -140,9 +141,10 @@ class AlertsBackend(Backend):
                                              "config directory); empty: states start over on restart"),
         Option("rules", "list", (), help="[alert:NAME] sections this backend evaluates (default: all)"),
         Option("http_path", "str", "/alerts", help="path of the state document on the [http] port"),
-        Option("forget_after", "duration", 86_400.0, minimum=1,
+        Option("forget_after", "duration", 86_400.0, minimum=1, maximum=400 * DAY,
                help="an ok above/below series silent this long is forgotten"),
-        Option("shutdown_timeout", "duration", 10.0, minimum=0, help="how long close waits for pending notifications"),
+        Option("shutdown_timeout", "duration", 10.0, minimum=0, maximum=DAY,
+               help="how long close waits for pending notifications"),
     )
 
     @classmethod
@@ -252,9 +254,9 @@ class AlertsBackend(Backend):
             self.transitions += 1
             rule = self.rules[transition.rule].rule
             level = logging.WARNING if transition.state == "firing" else logging.INFO
-            self.log.log(level, "alert %s %s%s: %s", transition.rule, transition.state.upper(),
-                         " (reminder)" if transition.repeat else "", transition.summary)
             document = payload(transition, self.context.hostname)
+            self.log.log(level, "alert %s %s%s: %s", transition.rule, transition.state.upper(),
+                         " (reminder)" if transition.repeat else "", document["summary"])  # escaped: one line
             for target in rule.notify:
                 self.workers[target].submit(document)
 
@@ -342,7 +344,7 @@ class AlertsBackend(Backend):
         for entry in state.series.values():
             if only and entry.state != only:
                 continue
-            series.append({"labels": entry.labels, "state": entry.state, "since": _iso(entry.since),
+            series.append({"labels": clean_payload(entry.labels), "state": entry.state, "since": _iso(entry.since),
                            "value": entry.value, "last_seen": _iso(entry.last_seen)})
         series.sort(key=lambda s: (s["state"] != "firing", json.dumps(s["labels"], sort_keys=True)))
         limits = {key: getattr(rule, key) for key in ("above", "below", "clear_above", "clear_below")}

@@ -23,7 +23,7 @@ from pathlib import Path
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.journal import JournalReader, JournalRecord, JournalWriter
-from mondemand.options import Option
+from mondemand.options import DAY, Option
 from mondemand.plugin_api import Backend
 
 
@@ -58,7 +58,8 @@ class JournalBackend(Backend):
         Option("root", "str", required=True, help="directory of the journals (relative: to the working directory)"),
         Option("name", "str", "all_events.log", check=_check_name, help="file name; the current journal is "
                "<name>.gz"),
-        Option("interval", "duration", 60.0, minimum=0.1, help="rotate a journal this long after its first record"),
+        Option("interval", "duration", 60.0, minimum=0.1, maximum=DAY,
+               help="rotate a journal this long after its first record"),
         Option("level", "int", 6, check=_check_level, help="gzip compression level (1 fastest, 9 smallest)"),
     )
 

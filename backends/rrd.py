@@ -49,7 +49,7 @@ from mondemand.backends.series import (
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages.stats_fast import PROG_ID
-from mondemand.options import Option, OptionError
+from mondemand.options import DAY, HOUR, Option, OptionError
 from mondemand.plugin_api import Backend
 from mondemand.runner import RateLimitedLog
 
@@ -59,6 +59,8 @@ CONSOLIDATIONS = ("AVERAGE", "MIN", "MAX", "LAST")
 DEFAULT_RRAS = ["1:44640", "15:9600", "1440:400"]
 DEFAULT_STATSET_RRAS = ["1:44640", "15:9600", "1440:1200"]
 _RRA = re.compile(r"([1-9][0-9]*):([1-9][0-9]*)")
+#: Bounds of one archive (steps:rows): 10 million rows is 80 MB per archive and file.
+MAX_RRA_STEPS, MAX_RRA_ROWS = 1_000_000, 10_000_000
 #: Magnitude from which a value is refused: the largest double.
 MAX_VALUE = sys.float_info.max
 
@@ -72,7 +74,10 @@ def parse_rras(items: list[str]) -> list[tuple[int, int]]:
         m = _RRA.fullmatch(item)
         if not m:
             raise ValueError(f"archive {item!r} is not steps:rows, e.g. 15:9600")
-        result.append((int(m.group(1)), int(m.group(2))))
+        steps, rows = int(m.group(1)), int(m.group(2))
+        if steps > MAX_RRA_STEPS or rows > MAX_RRA_ROWS:
+            raise ValueError(f"archive {item!r}: at most {MAX_RRA_STEPS} steps per row and {MAX_RRA_ROWS} rows")
+        result.append((steps, rows))
     return result
 
 
@@ -170,8 +175,8 @@ class RrdBackend(Backend):
         Option("root", "str", required=True, help="directory of the RRD tree (relative: to the working directory)"),
         Option("daemon", "str", "", check=_check_daemon,
                help="rrdcached address (unix:/path, /path, host or host:port); empty: write files directly"),
-        Option("timeout", "duration", 10.0, minimum=0.1, help="rrdcached connect/reply timeout"),
-        Option("step", "duration", 60.0, minimum=1, help="seconds per primary data point"),
+        Option("timeout", "duration", 10.0, minimum=0.1, maximum=HOUR, help="rrdcached connect/reply timeout"),
+        Option("step", "duration", 60.0, minimum=1, maximum=DAY, help="seconds per primary data point"),
         Option("heartbeat", "duration", 900.0, minimum=1, help="longest gap before a value becomes unknown"),
         Option("rras", "list", DEFAULT_RRAS, check=parse_rras,
                help="archives as steps:rows (PDPs per row and rows), for counters and gauges"),
@@ -190,7 +195,7 @@ class RrdBackend(Backend):
         Option("short_host", "bool", True, help="tree uses the host name up to its first dot, as the reference"),
         Option("unknown_types", "str", "skip", choices=("skip", "counter", "gauge"),
                help="how to store metrics of a type this server does not know"),
-        Option("max_future", "duration", 600.0, minimum=0,
+        Option("max_future", "duration", 600.0, minimum=0, maximum=DAY,
                help="refuse samples stamped further ahead of this server's clock (one would block its file)"),
     )
 

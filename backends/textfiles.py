@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from mondemand.backends.filecache import FileCache
 
-from mondemand.options import Option
+from mondemand.options import DAY, Option
 from mondemand.plugin_api import Backend
 from mondemand.runner import RateLimitedLog
 from mondemand.safepath import UnsafePathError, join_under
@@ -89,7 +89,8 @@ class DatedTextBackend(Backend):
         Option("root", "str", required=True, help="directory of the YYYY/MM/DD tree (relative: to the working "
                "directory)"),
         Option("context_delimiter", "str", "-", help="text between the k=v context pairs of a line"),
-        Option("idle_timeout", "duration", 60.0, minimum=0.0, help="close a file not written for this long"),
+        Option("idle_timeout", "duration", 60.0, minimum=0.0, maximum=DAY,
+               help="close a file not written for this long"),
         Option("max_open_files", "int", 256, minimum=1, help="most files kept open at once"),
     )
 

@@ -27,7 +27,7 @@ from mondemand.listeners.udp import MalformedLog, plain_ip
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.lwes import LwesDecodeError
-from mondemand.options import Option
+from mondemand.options import GIB, Option
 from mondemand.plugin_api import Listener, ServerContext
 
 #: Paths that accept events.
@@ -224,7 +224,7 @@ class LwesHttpListener(Listener):
     options = (
         Option("address", "str", "127.0.0.1", help="address to listen on (loopback by default)"),
         Option("port", "port", 20603, help="TCP port; 0 picks a free one"),
-        Option("max_body", "size", 16 << 20, minimum=1, help="largest body accepted; larger ones get 413"),
+        Option("max_body", "size", 16 << 20, minimum=1, maximum=GIB, help="largest body accepted; larger ones get 413"),
     )
 
     def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:

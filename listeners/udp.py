@@ -41,12 +41,16 @@ from mondemand.hookspecs import hookimpl
 from mondemand.lwes import LwesDecodeError
 from mondemand.options import Option
 from mondemand.plugin_api import Listener, ServerContext
+from mondemand.portcheck import UdpEndpoint, normalise
 from mondemand.transport import is_multicast, resolve
 
 # Linux values that Python 3.11 does not export.
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 
+#: Largest receive_buffer accepted: setsockopt takes a C int, and Linux doubles the value and caps it at
+#: INT_MAX / 2, so more than 1 GiB cannot be granted (and 2 GiB or more would not even be passed).
+MAX_RECEIVE_BUFFER = 1 << 30
 #: Datagrams read in one drain before the thread checks the wake-up pipe again.
 MAX_BURST = 4096
 #: At most one logged error line per listener in this many seconds.
@@ -128,9 +132,9 @@ class LwesUdpListener(Listener):
         Option("ttl", "int", 1, check=_check_ttl, help="IP_MULTICAST_TTL of the socket (multicast only)"),
         Option("reuse_port", "bool", False,
                help="share a unicast port with other sockets (SO_REUSEPORT); multicast ports are always shared"),
-        Option("receive_buffer", "size", 16 << 20, minimum=0,
+        Option("receive_buffer", "size", 16 << 20, minimum=0, maximum=MAX_RECEIVE_BUFFER,
                help="receive buffer to ask for (SO_RCVBUFFORCE when permitted); 0 keeps the system default"),
-        Option("max_datagram", "size", 65535, check=_check_datagram,
+        Option("max_datagram", "size", 65535, maximum=65535, check=_check_datagram,
                help="largest datagram read; longer ones are truncated"),
     )
 
@@ -162,6 +166,16 @@ class LwesUdpListener(Listener):
         self._last_error_log = -math.inf
         self._suppressed = 0
         self._malformed_log = MalformedLog(self.log, name)
+
+    @classmethod
+    def udp_endpoint(cls, options: Mapping[str, Any]) -> UdpEndpoint:
+        """Where a section with these (validated) options receives, for the config's port check."""
+        settings = {opt.name: opt.default for opt in cls.options} | dict(options)
+        address = normalise(str(settings["address"]))
+        multicast = ":" not in address and is_multicast(address)
+        return UdpEndpoint(address, int(settings["port"]), multicast, normalise(str(settings["interface"])),
+                           reuse=multicast or bool(settings["reuse_port"]),
+                           group_filter=sys.platform.startswith("linux"))
 
     # -- life cycle -----------------------------------------------------------
 
@@ -267,11 +281,12 @@ class LwesUdpListener(Listener):
                 with contextlib.suppress(OSError):  # also receive IPv4, as ::ffff:a.b.c.d
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             self._set_receive_buffer(sock)
+            if self.family == socket.AF_INET and sys.platform.startswith("linux"):
+                # Only the groups this socket joined (none for unicast), not every group joined on the
+                # port by anyone: else a 0.0.0.0 listener also gets a multicast listener's datagrams.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
             if self.multicast:
-                if sys.platform.startswith("linux"):
-                    # Only this group's traffic, not every group joined on the port by anyone.
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.ttl)
             step = "bind"
             sock.bind((host, self.port))

@@ -16,22 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mondemand.options import Option, parse_options, split_list
+from mondemand.options import DAY, GIB, TIB, Option, parse_options, split_list
 from mondemand.plugins import PluginHost
+from mondemand.portcheck import udp_conflicts
 from mondemand.router import Route
 
 SERVER_OPTIONS = (
     Option("log_level", "str", "info", choices=("debug", "info", "warning", "error"), help="logging threshold"),
     Option("hostname", "str", None, help="host name used on the server's own stats (default: this machine's)"),
-    Option("stats_interval", "duration", 60.0, minimum=0.05, help="self-metrics period"),
+    Option("stats_interval", "duration", 60.0, minimum=0.05, maximum=DAY, help="self-metrics period"),
     Option("stats_prog_id", "str", "mondemand_server", help="prog_id of the self-metrics"),
     Option("stats_channel", "address", None, help="also send self-metrics to this LWES host:port"),
-    Option("drain_timeout", "duration", 30.0, help="how long shutdown waits for each backend's queue"),
+    Option("drain_timeout", "duration", 30.0, maximum=DAY, help="how long shutdown waits for each backend's queue"),
     Option("workers", "bool", True,
            help="run backends in worker processes (their `process` option); false keeps all in one process"),
-    Option("worker_queue_bytes", "size", 16 << 20, minimum=1 << 16,
+    Option("worker_queue_bytes", "size", 16 << 20, minimum=1 << 16, maximum=64 * GIB,
            help="bytes queued in the main process for one worker before its batches are dropped"),
-    Option("memory_budget", "size", 1 << 30, minimum=1,
+    Option("memory_budget", "size", 1 << 30, minimum=1, maximum=TIB,
            help="most bytes all backend queues together may hold (the sum of their queue_bytes)"),
 )
 HTTP_OPTIONS = (
@@ -42,12 +43,12 @@ HTTP_OPTIONS = (
 RUNNER_OPTIONS = (
     Option("type", "str", required=True),
     Option("queue_size", "int", 100_000, minimum=1, help="events queued before this backend drops"),
-    Option("queue_bytes", "size", 64 << 20, minimum=1 << 20,
+    Option("queue_bytes", "size", 64 << 20, minimum=1 << 20, maximum=64 * GIB,
            help="bytes queued (datagrams plus a fixed overhead per event) before this backend drops"),
     Option("batch_size", "int", 1000, minimum=1, help="most events handed to the backend at once"),
-    Option("flush_interval", "duration", 1.0, minimum=0.01, help="period of the backend's flush"),
-    Option("backoff_min", "duration", 0.1, help="first wait before restarting a failed backend"),
-    Option("backoff_max", "duration", 30.0, help="longest wait between restarts"),
+    Option("flush_interval", "duration", 1.0, minimum=0.01, maximum=DAY, help="period of the backend's flush"),
+    Option("backoff_min", "duration", 0.1, maximum=DAY, help="first wait before restarting a failed backend"),
+    Option("backoff_max", "duration", 30.0, maximum=DAY, help="longest wait between restarts"),
     Option("process", "str", None,
            help="worker process to run in: backends naming the same one share it; main = the main process"),
 )
@@ -120,6 +121,7 @@ class _Loader:
         self.problems: list[str] = []
         #: "backend:NAME" sections already reported as invalid, so routes naming them are not reported again.
         self.invalid: set[str] = set()
+        self.route_sections = 0
 
     def problem(self, section: str, key: str | None, message: str) -> None:
         where = f"[{section}] {key}" if key else f"[{section}]"
@@ -177,8 +179,10 @@ class _Loader:
                 sections[kind][name] = self.options(section, self.host.section_types[kind], self.raw(section))
                 continue
             if kind == "route":
+                self.route_sections += 1
                 values = self.options(section, ROUTE_OPTIONS, self.raw(section))
-                if values.get("events") is not None and values.get("backends") is not None:
+                # A key that failed to parse is missing from values (and reported): no Route then.
+                if all(values.get(o.name) is not None for o in ROUTE_OPTIONS):
                     routes.append(Route(name, tuple(values["events"]), tuple(values["backends"]),
                                         tuple(values["listeners"]), values["stop"]))
                 continue
@@ -195,6 +199,7 @@ class _Loader:
         if not listeners:
             self.problems.append(f"{self.path.name}: no [listener:NAME] section; the server would receive nothing")
         warnings = self.check_routes(routes, listeners, backends)
+        self.check_ports(listeners)
         self.check_budget(server, backends)
         for parsed in (*listeners.values(), *backends.values()):
             self.check_across(parsed, sections)
@@ -225,9 +230,26 @@ class _Loader:
         options = self.options(section, tuple(getattr(cls, "options", ())), raw)
         check = getattr(cls, "check_options", None)
         if check is not None and set(options) >= {o.name for o in getattr(cls, "options", ())}:
-            for p in check(options):
+            try:
+                found = list(check(options))
+            except Exception as exc:  # a plugin's bug must not turn --check into a traceback
+                self.problem(section, None, f"{type_name}.check_options failed: {exc!r}")
+                found = []
+            for p in found:
                 self.problem(section, p.key, p.message)
         return PluginSection(kind, name, type_name, cls, options, runner)
+
+    def check_ports(self, listeners: dict[str, PluginSection]) -> None:
+        """Two listeners receiving on one UDP port (mondemand/portcheck.py) is an error naming both."""
+        endpoints = {}
+        for name, section in listeners.items():
+            endpoint = getattr(section.cls, "udp_endpoint", None)
+            if endpoint is None or not {"address", "port"} <= set(section.options):
+                continue  # not a UDP listener, or its address/port is reported already
+            endpoints[name] = endpoint(section.options)
+        for first, second, reason in udp_conflicts(endpoints):
+            self.problem(f"listener:{second}", "port", f"[listener:{first}] and [listener:{second}] "
+                         f"use the same UDP port: {reason}")
 
     def check_budget(self, server: dict[str, Any], backends: dict[str, PluginSection]) -> None:
         """The backends' queue_bytes, and the main process's queue for each worker, must fit in memory_budget."""
@@ -278,7 +300,7 @@ class _Loader:
                 self.problem(section, "events", "empty")
             if not route.backends:
                 self.problem(section, "backends", "empty")
-        if not routes:
+        if not routes and not self.route_sections:
             self.problems.append(f"{self.path.name}: no [route:NAME] section; nothing would be delivered")
         return [f"{self.path.name}: [backend:{b}] is not used by any route" for b in backends if b not in used]
 

@@ -7,10 +7,13 @@ every unknown, missing or malformed key at once, named by section and key.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from mondemand.redact import redact_text
 
 
 class OptionError(ValueError):
@@ -43,37 +46,85 @@ def _bool(raw: str) -> bool:
     raise ValueError("expected true or false")
 
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
-               "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
-_DURATION_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+KIB, MIB, GIB, TIB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+_SIZE_UNITS = {"": 1, "b": 1, "k": KIB, "kb": KIB, "kib": KIB, "m": MIB, "mb": MIB, "mib": MIB,
+               "g": GIB, "gb": GIB, "gib": GIB, "t": TIB, "tb": TIB, "tib": TIB}
+_DURATION_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": MINUTE, "min": MINUTE, "h": HOUR, "d": DAY}
+#: Longest number text converted at all (Python refuses ints of more than 4300 digits with an odd message).
+_MAX_DIGITS = 40
+
+#: Upper bounds of an option that does not declare its own `maximum`, by kind: nothing the server does
+#: needs more, and each is far below what the code under it can hold (C ints, timestamps, thread timeouts).
+DEFAULT_MAXIMUM: dict[str, float] = {
+    "int": 2**31 - 1,
+    "size": TIB,
+    "duration": 30 * DAY,
+}
+#: Lower bounds by kind, for an option that declares no `minimum` (sizes and durations cannot be negative).
+DEFAULT_MINIMUM: dict[str, float] = {"int": -(2**31)}
 
 
 def _size(raw: str) -> int:
     m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", raw)
-    if not m or m.group(2).lower() not in _SIZE_UNITS:
+    if not m or m.group(2).lower() not in _SIZE_UNITS or len(m.group(1)) > _MAX_DIGITS:
         raise ValueError("expected a size such as 16777216, 512k or 16MiB")
     return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
 
 
 def _duration(raw: str) -> float:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", raw)
-    if not m or m.group(2).lower() not in _DURATION_UNITS:
+    if not m or m.group(2).lower() not in _DURATION_UNITS or len(m.group(1)) > _MAX_DIGITS:
         raise ValueError("expected a duration such as 60, 60s, 500ms or 5m")
     return float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
 
 
 def _int(raw: str) -> int:
+    text = raw.strip()
+    if len(text) > _MAX_DIGITS:
+        raise ValueError("expected an integer (this one is far too long)")
     try:
-        return int(raw.strip(), 0)
+        return int(text, 0)
     except ValueError:
         raise ValueError("expected an integer") from None
 
 
 def _float(raw: str) -> float:
+    text = raw.strip()
     try:
-        return float(raw.strip())
+        value = float(text)
     except ValueError:
         raise ValueError("expected a number") from None
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
+
+
+def format_size(size: float) -> str:
+    """`size` bytes in the largest unit that divides it (16MiB, 1GiB); plain bytes otherwise."""
+    for unit, factor in (("TiB", TIB), ("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+        if size >= factor and size % factor == 0:
+            return f"{int(size // factor)}{unit}"
+    return f"{int(size)}" if float(size).is_integer() else f"{size:g}"
+
+
+def format_duration(seconds: float) -> str:
+    """`seconds` in the largest unit that divides it (30d, 1h, 500ms)."""
+    for unit, factor in (("d", DAY), ("h", HOUR), ("m", MINUTE), ("s", 1.0)):
+        if seconds >= factor and (seconds / factor).is_integer():
+            return f"{int(seconds // factor)}{unit}"
+    if seconds < 1 and (seconds * 1000).is_integer():
+        return f"{int(seconds * 1000)}ms"
+    return f"{seconds:g}s"
+
+
+def format_value(kind: str, value: float) -> str:
+    """A bound as routes.ini would write it: sizes and durations with a unit, numbers plainly."""
+    if kind == "size":
+        return format_size(value)
+    if kind == "duration":
+        return format_duration(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def split_list(raw: str) -> list[str]:
@@ -113,8 +164,10 @@ class Option:
     """One key a section may hold.
 
     `kind` names a converter (str, int, float, bool, size, duration, list,
-    port, address); `choices` restricts the converted value; `check` may
-    raise ValueError for anything else.
+    port, address); `choices` restricts the converted value; `minimum` and
+    `maximum` bound it (ints, sizes and durations get DEFAULT_MINIMUM and
+    DEFAULT_MAXIMUM when not given; the upper bound is appended to `help`);
+    `check` may raise ValueError for anything else.
     """
 
     name: str
@@ -125,19 +178,38 @@ class Option:
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
     check: Callable[[Any], None] | None = field(default=None, compare=False)
+    maximum: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in CONVERTERS:
+            raise ValueError(f"option {self.name}: unknown kind {self.kind!r}")
+        if self.minimum is None and self.kind in DEFAULT_MINIMUM:
+            object.__setattr__(self, "minimum", DEFAULT_MINIMUM[self.kind])
+        if self.maximum is None and self.kind in DEFAULT_MAXIMUM:
+            object.__setattr__(self, "maximum", DEFAULT_MAXIMUM[self.kind])
+        if self.maximum is not None and "at most" not in self.help:
+            bound = f"at most {format_value(self.kind, self.maximum)}"
+            object.__setattr__(self, "help", f"{self.help} ({bound})" if self.help else bound)
 
     def convert(self, raw: str) -> Any:
-        """The typed value of `raw`, or OptionError naming this key."""
+        """The typed value of `raw`, or OptionError naming this key (a secret in the value is not repeated)."""
         try:
             value = CONVERTERS[self.kind](raw)
             if self.choices is not None and value not in self.choices:
                 raise ValueError("expected one of " + ", ".join(map(str, self.choices)))
             if self.minimum is not None and value < self.minimum:
                 raise ValueError(f"must be at least {self.minimum:g}")
+            if self.maximum is not None and value > self.maximum:
+                raise ValueError(f"must be at most {format_value(self.kind, self.maximum)}")
             if self.check is not None:
-                self.check(value)
+                try:
+                    self.check(value)
+                except ValueError:
+                    raise
+                except Exception as exc:  # a checker's bug: still a clean problem line, never a traceback
+                    raise ValueError(f"cannot be checked ({type(exc).__name__}: {exc})") from None
         except ValueError as exc:
-            raise OptionError(self.name, f"{exc} (got {raw.strip()!r})") from None
+            raise OptionError(self.name, f"{exc} (got {redact_text(raw.strip())!r})") from None
         return value
 
 

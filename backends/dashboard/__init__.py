@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages.log import Priority
-from mondemand.options import Option, OptionError
+from mondemand.options import DAY, HOUR, Option, OptionError
 from mondemand.plugin_api import Backend
 from mondemand.plugins import install_hint, missing_modules
 
@@ -77,16 +77,19 @@ class DashboardBackend(Backend):
         Option("rrd_daemon", "str", "", help="rrdcached address the rrd backend writes through, so reads are current"),
         Option("timezone", "str", "", check=_check_timezone,
                help="time zone whose midnight starts a day in the plots (IANA name); empty: the machine's"),
-        Option("window", "duration", 60.0, minimum=1, help="span of the moving average (and counter rate)"),
+        Option("window", "duration", 60.0, minimum=1, maximum=DAY,
+               help="span of the moving average (and counter rate)"),
         Option("stale_after", "duration", 180.0, minimum=1,
                help="a host or series silent this long is shown as stopped reporting"),
-        Option("forget_after", "duration", 86400.0, minimum=1, help="a host or series silent this long is dropped"),
+        Option("forget_after", "duration", 86400.0, minimum=1, maximum=400 * DAY,
+               help="a host or series silent this long is dropped"),
         Option("max_series", "int", 20_000, minimum=1, help="most series kept live; more are counted and skipped"),
         Option("max_hosts", "int", 5_000, minimum=1, help="most (prog_id, host) pairs kept"),
         Option("errors", "int", 100, minimum=1, help="how many error and warning lines the stream keeps"),
         Option("log_priority", "str", "warning", choices=tuple(p.label for p in Priority),
                help="least severe log priority shown in the error stream"),
-        Option("push_interval", "duration", 1.0, minimum=0.05, help="how often open pages are brought up to date"),
+        Option("push_interval", "duration", 1.0, minimum=0.05, maximum=HOUR,
+               help="how often open pages are brought up to date"),
         Option("max_streams", "int", 64, minimum=1, help="most pages open at once"),
         Option("title", "str", "mondemand", help="shown in the page's heading"),
     )

@@ -44,6 +44,10 @@ __all__ = ["WhisperBackend", "aggregation_method", "parse_retentions"]
 
 DEFAULT_RETENTIONS = ["1m:31d", "15m:100d", "1d:400d"]
 SUFFIX = ".wsp"
+#: Most points one archive may hold (12 bytes each: 120 MB per archive and series).
+MAX_POINTS = 10_000_000
+#: Longest span of one archive: 10 years (whisper's timestamps and Graphite's tools go no further usefully).
+MAX_SPAN = 3650 * 86400
 
 
 def parse_retentions(items: list[str]) -> list[tuple[int, int]]:
@@ -53,9 +57,17 @@ def parse_retentions(items: list[str]) -> list[tuple[int, int]]:
     archives = []
     for item in items:
         try:
-            archives.append(whisper.parseRetentionDef(item))
-        except ValueError as exc:
-            raise ValueError(f"archive {item!r} is not precision:duration ({exc})") from None
+            archive = whisper.parseRetentionDef(item)
+        except (ValueError, ArithmeticError) as exc:  # "0s:1d" divides by zero in whisper
+            raise ValueError(f"archive {item!r} is not precision:duration ({exc or type(exc).__name__})") from None
+        precision, points = archive
+        if precision < 1:
+            raise ValueError(f"archive {item!r}: the precision must be at least 1s")
+        if points > MAX_POINTS:
+            raise ValueError(f"archive {item!r} holds {points} points; at most {MAX_POINTS} per archive")
+        if precision * points > MAX_SPAN:
+            raise ValueError(f"archive {item!r} spans more than {MAX_SPAN // 86400} days")
+        archives.append(archive)
     try:
         whisper.validateArchiveList(archives)
     except whisper.InvalidConfiguration as exc:
@@ -100,7 +112,8 @@ class WhisperBackend(Backend):
     options = (
         Option("root", "str", required=True, help="directory of the whisper files"),
         Option("retentions", "list", DEFAULT_RETENTIONS, check=parse_retentions,
-               help="archives as precision:duration, finest first (Graphite's storage-schemas syntax)"),
+               help="archives as precision:duration, finest first (Graphite's storage-schemas syntax); "
+                    "each at most 10000000 points and 3650 days"),
         Option("x_files_factor", "float", 0.5, check=_check_xff,
                help="fraction of known points needed to roll up into a coarser archive"),
         Option("counters", "str", "rate", choices=("rate", "delta"),
