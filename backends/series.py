@@ -212,19 +212,37 @@ def series_from_record(record: StatsRecord, *, receipt_ms: int | None = None, no
     return _points(prog_id, host, context, namespace, plain_ts, statset_ts, types, names, values, unknown_as)
 
 
+#: (namespace, prog_id, type, name, host, context) -> its SeriesKey: senders repeat their series, and a key
+#: checks its fields when built. Bounded; cleared when full.
+_KEYS: dict[tuple[str, str, str, str, str, tuple[tuple[str, str], ...]], SeriesKey] = {}
+_KEYS_MAX = 1 << 17
+
+
+def _key(namespace: str, prog_id: str, kind: str, name: str, host: str,
+         context: tuple[tuple[str, str], ...]) -> SeriesKey:
+    cache_key = (namespace, prog_id, kind, name, host, context)
+    key = _KEYS.get(cache_key)
+    if key is None:
+        key = SeriesKey(namespace, prog_id, kind, name, host, context)
+        if len(_KEYS) >= _KEYS_MAX:
+            _KEYS.clear()
+        _KEYS[cache_key] = key
+    return key
+
+
 def _points(prog_id: str, host: str, context: tuple[tuple[str, str], ...], namespace: str, plain_ts: int,
             statset_ts: int, types: tuple[str, ...], names: tuple[str, ...], values: tuple[Any, ...],
             unknown_as: str | None) -> Iterator[SeriesPoint]:
     for kind, name, value in zip(types, names, values, strict=True):
         if kind in _SIMPLE_TYPES:
-            yield SeriesPoint(SeriesKey(namespace, prog_id, kind, name, host, context), plain_ts, value)
+            yield SeriesPoint(_key(namespace, prog_id, kind, name, host, context), plain_ts, value)
         elif kind == _STATSET:
             for field_name, field_value in zip(STATSET_FIELDS, value, strict=True):
                 if field_value is not None:
-                    yield SeriesPoint(SeriesKey(namespace, prog_id, field_name, name, host, context), statset_ts,
+                    yield SeriesPoint(_key(namespace, prog_id, field_name, name, host, context), statset_ts,
                                       field_value)
         elif unknown_as is not None and not isinstance(value, bool) and isinstance(value, int | float):
-            yield SeriesPoint(SeriesKey(namespace, prog_id, unknown_as, name, host, context), plain_ts, value)
+            yield SeriesPoint(_key(namespace, prog_id, unknown_as, name, host, context), plain_ts, value)
 
 
 def _cap(stem: str, suffix: str, key: SeriesKey) -> str:

@@ -71,27 +71,29 @@ class StatsFileBackend(DatedTextBackend):
         if columns is None:
             columns = self._learn_columns(host, prog_id, context)
         head, context_column = columns
-        lines: list[tuple[Any, str]] = []
+        # At most two times per event (statsets: collect_time, the rest: send_time): each one path and prefix.
+        plain: list[str] = []
+        statsets: list[str] = []
         for kind, name, value in zip(types, names, values, strict=True):
-            ms = collect_ms if kind == _STATSET else send_ms
-            day, stamp = self.clock(ms // 1000)
-            path = self.path_for(day, prog_id, host)
             name = escape_field(name)
             if kind == _STATSET:
                 for field, field_value in zip(Statset.FIELDS, value, strict=True):
                     if field_value is not None:
-                        lines.append((path, f"{stamp}{head}{field}\t{name}\t{field_value}\t{context_column}"))
+                        statsets.append(f"{field}\t{name}\t{field_value}\t{context_column}")
             elif kind in (_COUNTER, _GAUGE):
-                lines.append((path, f"{stamp}{head}{kind}\t{name}\t{value}\t{context_column}"))
+                plain.append(f"{kind}\t{name}\t{value}\t{context_column}")
             elif not _is_number(value):
                 self.unwritten_metrics += 1
                 continue
             else:
-                lines.append((path, f"{stamp}{head}{escape_field(kind)}\t{name}\t{value}\t{context_column}"))
+                plain.append(f"{escape_field(kind)}\t{name}\t{value}\t{context_column}")
             self.stats_sent_count += 1
         # Only once every line of the event is formatted: a bad event leaves no partial lines behind.
-        for path, line in lines:
-            self.add_line(path, line)
+        for ms, lines in ((send_ms, plain), (collect_ms, statsets)):
+            if lines:
+                day, stamp = self.clock(ms // 1000)
+                prefix = stamp + head
+                self.add_lines(self.path_for(day, prog_id, host), [prefix + line for line in lines])
 
     def _learn_columns(self, host: str, prog_id: str, context: tuple[tuple[str, str], ...]) -> tuple[str, str]:
         columns = (f"\t{escape_field(host)}\t{escape_field(prog_id)}\t", format_context(dict(context), self.delimiter))

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from mondemand.backends.filecache import FileCache
 
+from mondemand.fdlimit import descriptor_share
 from mondemand.options import DAY, Option
 from mondemand.plugin_api import Backend
 from mondemand.runner import RateLimitedLog
@@ -91,14 +92,16 @@ class DatedTextBackend(Backend):
         Option("context_delimiter", "str", "-", help="text between the k=v context pairs of a line"),
         Option("idle_timeout", "duration", 60.0, minimum=0.0, maximum=DAY,
                help="close a file not written for this long"),
-        Option("max_open_files", "int", 256, minimum=1, help="most files kept open at once"),
+        Option("max_open_files", "int", 4096, minimum=1,
+               help="most files kept open at once (one per program and host a day: keep above the senders)"),
     )
 
     def start(self) -> None:
         self.root = Path(self.config["root"]).absolute()
         self.root.mkdir(parents=True, exist_ok=True)
         self.delimiter: str = self.config.get("context_delimiter") or ""
-        self.files = FileCache(self.config.get("idle_timeout", 60.0), self.config.get("max_open_files", 256))
+        max_open = descriptor_share(int(self.config.get("max_open_files", 4096)), f"[backend:{self.name}]")
+        self.files = FileCache(self.config.get("idle_timeout", 60.0), max_open)
         self.clock = DayClock()
         self._paths: dict[tuple[str, str, str, str, str], Path | None] = {}
         self._pending: dict[Path, list[str]] = {}
@@ -136,6 +139,17 @@ class DatedTextBackend(Backend):
             self._pending[path] = [line]
         else:
             lines.append(line)
+
+    def add_lines(self, path: Path | None, lines: list[str]) -> None:
+        """`add_line` for several lines of one file."""
+        if path is None:
+            self.lines_dropped += len(lines)
+            return
+        pending = self._pending.get(path)
+        if pending is None:
+            self._pending[path] = lines
+        else:
+            pending.extend(lines)
 
     def write_pending(self) -> None:
         """One write per file for everything queued; a file that fails loses only its own lines (counted)."""

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from mondemand.config import ServerConfig
 from mondemand.envelope import RawEvent
+from mondemand.fdlimit import raise_soft_limit
 from mondemand.kernelstats import KernelDrops
 from mondemand.lwes import LwesDecodeError, encode
 from mondemand.plugin_api import Backend, Listener, ServerContext
@@ -101,6 +102,7 @@ class Server:
         """
         started: list[BackendRunner] = []
         forked: list[WorkerProcess] = []
+        raise_soft_limit()  # before forking: the workers inherit it
         try:
             for worker in self.workers.values():
                 try:
