@@ -225,6 +225,7 @@ class StatsdAggregator:
         aliases = self._aliases
         counts = self._counts
         timers = self._timers
+        kinds = _KINDS
         for line in text.split("\n"):
             if not line or line == "\r":
                 continue
@@ -232,8 +233,15 @@ class StatsdAggregator:
                 line = line[:-1]
             self.lines += 1
             try:
-                name, value, kind, rate, tags = parse_line(line)
-                k = _KINDS[kind]
+                # The common `name:value|type` inline; anything else (rate, tags, errors) through parse_line.
+                name, _, rest = line.partition(":")
+                value, _, kind = rest.partition("|")
+                k = kinds.get(kind)
+                if k is not None and name and value:
+                    rate, tags = 1.0, ""
+                else:
+                    name, value, kind, rate, tags = parse_line(line)
+                    k = kinds[kind]
                 # The value is read before the series is looked up: a bad value creates no series.
                 if k == "c":
                     inc = (sum(_number(v) for v in value.split(":")) if ":" in value else _number(value)) / rate
