@@ -19,7 +19,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,17 +27,17 @@ from typing import Any
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages import StatsMsg
-from mondemand.options import Option
+from mondemand.options import Option, SectionProblem
 from mondemand.plugin_api import Backend
 
-from .alert_rules import NOT_SEEN, STATS, RuleError, RuleState, Transition, rule_from_options
-from .notifiers import NOTIFIER_OPTIONS, NotifierWorker, build_notifier
+from .alert_rules import NOT_SEEN, STATS, Rule, RuleError, RuleState, Transition, rule_from_options
+from .notifiers import NOTIFIER_OPTIONS, Notifier, NotifierWorker, build_notifier
 
-__all__ = ["ALERT_OPTIONS", "NOTIFIER_OPTIONS", "AlertConfigError", "AlertsBackend"]
+__all__ = ["ALERT_OPTIONS", "NOTIFIER_OPTIONS", "AlertConfigError", "AlertsBackend", "check_alert_sections"]
 
 STATE_VERSION = 1
 
-#: Keys of an `[alert:NAME]` section; combinations are checked when the backend starts.
+#: Keys of an `[alert:NAME]` section; combinations are checked at load (`check_alert_sections`) and at start.
 ALERT_OPTIONS = (
     Option("metric", "str", required=True, help="PROG_ID:NAME (globs allowed), or PROG_ID for not_seen"),
     Option("host", "str", "*", help="host glob"),
@@ -67,6 +67,43 @@ class AlertConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+def check_alert_sections(
+    backend: str, wanted: Sequence[str], sections: Mapping[str, Mapping[str, Mapping[str, Any]]], config_dir: Path,
+) -> tuple[list[SectionProblem], dict[str, Rule], dict[str, Notifier]]:
+    """Validate the `[alert:NAME]` sections `wanted` (default: all) and every `[notifier:NAME]` together.
+
+    Returns every problem found, the rules and the notifiers; the config loader
+    (and so `--check`) and `AlertsBackend.start` both call it.
+    """
+    alerts = sections.get("alert", {})
+    notifier_sections = sections.get("notifier", {})
+    problems: list[SectionProblem] = []
+    names = list(wanted) or list(alerts)
+    for name in names:
+        if name not in alerts:
+            problems.append(SectionProblem(f"backend:{backend}", "rules", f"no [alert:{name}] section"))
+    notifiers: dict[str, Notifier] = {}
+    for name, options in notifier_sections.items():
+        try:
+            notifiers[name] = build_notifier(name, options, config_dir)
+        except RuleError as exc:
+            problems.append(SectionProblem(f"notifier:{name}", exc.key, exc.message))
+    rules: dict[str, Rule] = {}
+    for name in names:
+        if name not in alerts:
+            continue
+        try:
+            rule = rule_from_options(name, alerts[name])
+        except RuleError as exc:
+            problems.append(SectionProblem(f"alert:{name}", exc.key, exc.message))
+            continue
+        for target in rule.notify:
+            if target not in notifier_sections:
+                problems.append(SectionProblem(f"alert:{name}", "notify", f"no [notifier:{target}] section"))
+        rules[name] = rule
+    return problems, rules, notifiers
 
 
 def payload(transition: Transition, server: str) -> dict[str, Any]:
@@ -108,6 +145,14 @@ class AlertsBackend(Backend):
         Option("shutdown_timeout", "duration", 10.0, minimum=0, help="how long close waits for pending notifications"),
     )
 
+    @classmethod
+    def check_config(
+        cls, name: str, options: Mapping[str, Any], sections: Mapping[str, Mapping[str, Mapping[str, Any]]],
+        config_dir: Path,
+    ) -> list[SectionProblem]:
+        """What `start` would refuse: rules naming missing sections or notifiers, notifier keys, rule combinations."""
+        return check_alert_sections(name, options.get("rules") or (), sections, config_dir)[0]
+
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
@@ -116,37 +161,17 @@ class AlertsBackend(Backend):
         self.transitions = 0
         self.state_writes = 0
         self.state_errors = 0
-        sections = self.context.sections
-        alerts: Mapping[str, Mapping[str, Any]] = sections.get("alert", {})
-        notifier_sections: Mapping[str, Mapping[str, Any]] = sections.get("notifier", {})
-        problems: list[str] = []
-        wanted = list(self.config["rules"]) or list(alerts)
-        for name in wanted:
-            if name not in alerts:
-                problems.append(f"[backend:{self.name}] rules: no [alert:{name}] section")
-        self.workers: dict[str, NotifierWorker] = {}
-        for name, options in notifier_sections.items():
-            try:
-                notifier = build_notifier(name, options, self.context.config_dir)
-            except RuleError as exc:
-                problems.append(f"[notifier:{name}] {exc.key}: {exc.message}")
-                continue
-            self.workers[name] = NotifierWorker.for_options(notifier, options)
-        self.rules: dict[str, RuleState] = {}
-        for name in wanted:
-            if name not in alerts:
-                continue
-            try:
-                rule = rule_from_options(name, alerts[name])
-            except RuleError as exc:
-                problems.append(f"[alert:{name}] {exc.key}: {exc.message}")
-                continue
-            for target in rule.notify:
-                if target not in notifier_sections:
-                    problems.append(f"[alert:{name}] notify: no [notifier:{target}] section")
-            self.rules[name] = RuleState(rule, now, self.config["forget_after"])
+        problems, rules, notifiers = check_alert_sections(self.name, self.config["rules"], self.context.sections,
+                                                          self.context.config_dir)
         if problems:
-            raise AlertConfigError(problems)
+            raise AlertConfigError([str(p) for p in problems])
+        notifier_sections: Mapping[str, Mapping[str, Any]] = self.context.sections.get("notifier", {})
+        self.workers: dict[str, NotifierWorker] = {
+            name: NotifierWorker.for_options(notifier, notifier_sections[name]) for name, notifier in notifiers.items()
+        }
+        self.rules: dict[str, RuleState] = {
+            name: RuleState(rule, now, self.config["forget_after"]) for name, rule in rules.items()
+        }
         if not self.rules:
             self.log.warning("alerts backend %s has no [alert:NAME] rules to evaluate", self.name)
         self._metric_rules = [r for r in self.rules.values() if r.rule.kind != NOT_SEEN]

@@ -65,7 +65,7 @@ def _check_command(text: str) -> None:
         raise ValueError("empty command")
 
 
-#: Keys of a `[notifier:NAME]` section; which apply depends on `type` (checked when the alerts backend starts).
+#: Keys of a `[notifier:NAME]` section; which apply depends on `type` (checked at load, with the alerts).
 NOTIFIER_OPTIONS = (
     Option("type", "str", required=True, choices=("smtp", "webhook", "command"), help="how to notify"),
     Option("retries", "int", 3, minimum=0, help="further attempts after a failed one"),

@@ -1,16 +1,30 @@
-"""`print` backend: one line per decoded event, to stdout or a file."""
+"""`print` backend: one line per decoded event, to stdout or a file.
+
+LWES strings are bytes: what is not UTF-8 is written as ``\\xe9`` (`mondemand.text`),
+so every line is valid UTF-8. A file's directory is created when missing.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.options import Option
 from mondemand.plugin_api import Backend
+from mondemand.text import escape_bytes, escape_repr, escape_value
+
+
+def _value_text(value: object) -> str:
+    if isinstance(value, str):
+        return escape_repr(value) if " " in value or not value else value
+    if isinstance(value, list):
+        return "[" + ", ".join(escape_repr(v) if isinstance(v, str) else repr(v) for v in value) + "]"
+    return str(value)
 
 
 def format_text(raw: RawEvent) -> str:
@@ -18,17 +32,16 @@ def format_text(raw: RawEvent) -> str:
     ms, ip, port = raw.original_headers()
     when = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     skip = ("ReceiptTime", "SenderIP", "SenderPort")
-    attrs = " ".join(f"{k}={v!r}" if isinstance(v, str) and (" " in v or not v) else f"{k}={v}"
-                     for k, v in raw.event.to_dict().items() if k not in skip)
-    return f"{when} {ip}:{port} {raw.name} {attrs}"
+    attrs = " ".join(f"{k}={_value_text(v)}" for k, v in raw.event.to_dict().items() if k not in skip)
+    return escape_bytes(f"{when} {ip}:{port} {raw.name} {attrs}")
 
 
 def format_json(raw: RawEvent) -> str:
     """One JSON object: name, attrs, receipt_time, sender."""
     ms, ip, port = raw.original_headers()
     return json.dumps(
-        {"name": raw.name, "attrs": raw.event.to_dict(), "receipt_time": ms, "sender": f"{ip}:{port}",
-         "listener": raw.listener},
+        {"name": escape_bytes(raw.name), "attrs": escape_value(raw.event.to_dict()), "receipt_time": ms,
+         "sender": f"{ip}:{port}", "listener": raw.listener},
         ensure_ascii=False, default=str,
     )
 
@@ -50,8 +63,11 @@ class PrintBackend(Backend):
 
     def _open(self) -> IO[str]:
         path = self.config["path"]
+        if path == "-":
+            return sys.stdout
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         # Strings from the wire may hold bytes that are not UTF-8 (decoded as surrogates): written escaped.
-        return sys.stdout if path == "-" else open(path, "a", encoding="utf-8", errors="backslashreplace")
+        return open(path, "a", encoding="utf-8", errors="backslashreplace")
 
     def handle(self, batch: list[RawEvent]) -> None:
         lines = []

@@ -20,9 +20,10 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import rrdtool
 from mondemand.backends.rrdcached import (
@@ -48,7 +49,7 @@ from mondemand.backends.series import (
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages.stats import StatsMsg
-from mondemand.options import Option
+from mondemand.options import Option, OptionError
 from mondemand.plugin_api import Backend
 from mondemand.runner import RateLimitedLog
 
@@ -192,6 +193,13 @@ class RrdBackend(Backend):
         Option("max_future", "duration", 600.0, minimum=0,
                help="refuse samples stamped further ahead of this server's clock (one would block its file)"),
     )
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[OptionError]:
+        """What `start` refuses: with `daemon`, a root whose path holds white space."""
+        if options["daemon"] and any(ch.isspace() for ch in str(Path(options["root"]).absolute())):
+            return [OptionError("root", "contains white space, which rrdcached's protocol (daemon) cannot carry")]
+        return []
 
     # -- lifecycle -------------------------------------------------------------
 

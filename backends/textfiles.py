@@ -4,7 +4,7 @@ Both write tab-separated lines to `<root>/YYYY/MM/DD/<prog_id>/<host>` (UTC
 date). prog_id and host come from the wire, so each goes through
 `mondemand.safepath.safe_name` (docs/files.md, "Names from the wire"). Lines
 are gathered per file during a batch and written with one `write` per file
-at the end of it.
+at the end of it. Bytes that are not UTF-8 are written as ``\\xe9`` (`mondemand.text`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from mondemand.options import Option
 from mondemand.plugin_api import Backend
 from mondemand.runner import RateLimitedLog
 from mondemand.safepath import UnsafePathError, join_under
+from mondemand.text import escape_bytes
 
 #: Milliseconds since the epoch accepted as a timestamp: 1970-01-01 up to the end of year 9999.
 MAX_TIME_MS = 253_402_300_800_000
@@ -139,11 +140,9 @@ class DatedTextBackend(Backend):
         """One write per file for everything queued; a file that fails loses only its own lines (counted)."""
         pending, self._pending = self._pending, {}
         for path, lines in pending.items():
-            text = "\n".join(lines) + "\n"
-            try:
-                data = text.encode("utf-8", "surrogateescape")
-            except UnicodeEncodeError:
-                data = text.encode("utf-8", "backslashreplace")
+            # Fields are already escaped (a real backslash is \\), so a byte that is not UTF-8 written as \xe9
+            # is unambiguous and the file stays valid UTF-8.
+            data = escape_bytes("\n".join(lines) + "\n").encode("utf-8")
             try:
                 self.files.append(path, data)
             except OSError as exc:

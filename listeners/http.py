@@ -2,6 +2,7 @@
 
 The Erlang mondemand client POSTs traces over 64 KB to `/tcp`; this listener
 accepts `POST /tcp` and `POST /events`, one raw LWES event per request body.
+A body that is not an event is logged at info, at most one line per 10 s.
 Answers: 202 accepted, 400 for an empty body or an unreadable event name,
 413 for a body over `max_body`, 404 for any other path, 405 for any other
 method, 500 when the router refused the event. The standard library's
@@ -21,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from mondemand.listeners.errors import ListenerError
-from mondemand.listeners.udp import plain_ip
+from mondemand.listeners.udp import MalformedLog, plain_ip
 
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
@@ -88,15 +89,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(exc.status, {"error": exc.message})
             self._linger()
             return
+        ip, port = plain_ip(self.client_address[0]), self.client_address[1]
         if not body:
             listener._count(received=1, malformed=1)
+            listener.malformed_log.report(body, ip, port, "empty body")
             self._reply(400, {"error": "empty body: expected one LWES event"})
             return
-        ip, port = plain_ip(self.client_address[0]), self.client_address[1]
         try:
             raw = RawEvent(body, int(time.time() * 1000), ip, port, listener.name)
         except LwesDecodeError as exc:
             listener._count(received=1, malformed=1, bytes=len(body))
+            listener.malformed_log.report(body, ip, port, exc)
             self._reply(400, {"error": f"unreadable LWES event: {exc}"})
             return
         listener._count(received=1, bytes=len(body))
@@ -241,6 +244,8 @@ class LwesHttpListener(Listener):
         self._bound: tuple[str, int] | None = None
         self._last_error_log = -math.inf
         self._suppressed = 0
+        #: Bodies that are not LWES events, logged at info (rate-limited).
+        self.malformed_log = MalformedLog(self.log, name, what="body")
 
     def start(self, deliver: Callable[[list[RawEvent]], None]) -> None:
         """Bind the port and serve on a background thread; ListenerError when the port cannot be bound."""

@@ -7,15 +7,23 @@ datagram protocol, and the large receive buffer (SO_RCVBUFFORCE when the
 process may use it) absorbs bursts while the thread is busy.
 
 Each datagram becomes a `RawEvent` stamped with its receipt time and sender;
-one whose name cannot be read is counted as `malformed` and dropped, and an
-exception from `deliver` is counted as an error and logged (rate-limited):
-bad input never ends the receiving thread.
+one whose name cannot be read is counted as `malformed`, logged at info
+(sender, length, reason, first 16 bytes; at most one line per 10 s with the
+count of those not logged) and dropped, and an exception from `deliver` is
+counted as an error and logged (rate-limited): bad input never ends the
+receiving thread.
+
+A unicast port is not shared unless `reuse_port = true` says so, so a second
+server on a taken port fails to start instead of quietly taking its traffic;
+a multicast group's port is always shared (every socket gets a copy).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
+import logging
 import math
 import os
 import select
@@ -43,6 +51,10 @@ IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 MAX_BURST = 4096
 #: At most one logged error line per listener in this many seconds.
 ERROR_LOG_INTERVAL = 10.0
+#: At most one logged malformed-input line per listener in this many seconds.
+MALFORMED_LOG_INTERVAL = 10.0
+#: Bytes of a malformed datagram shown (as hex) in its log line.
+MALFORMED_LOG_BYTES = 16
 #: How long `stop` waits for the receiving thread.
 STOP_TIMEOUT = 5.0
 
@@ -64,6 +76,32 @@ def _check_ttl(value: int) -> None:
 def _check_datagram(value: int) -> None:
     if not 1 <= value <= 65535:
         raise ValueError("expected 1..65535 bytes")
+
+
+class MalformedLog:
+    """Info lines about malformed input: at most one per `interval` seconds, with the count of those held back."""
+
+    def __init__(self, logger: logging.Logger, listener: str, what: str = "datagram",
+                 interval: float = MALFORMED_LOG_INTERVAL) -> None:
+        self.logger = logger
+        self.listener = listener
+        self.what = what
+        self.interval = interval
+        self.suppressed = 0
+        self._last = -math.inf
+        self._lock = threading.Lock()
+
+    def report(self, data: bytes, ip: str, port: int, reason: object) -> None:
+        """Log one malformed `data` from ip:port, unless a line went out less than `interval` seconds ago."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self.interval:
+                self.suppressed += 1
+                return
+            suppressed, self.suppressed, self._last = self.suppressed, 0, now
+        more = f" ({suppressed} more malformed not logged)" if suppressed else ""
+        self.logger.info("listener %s: malformed %s from %s:%d, %d bytes: %s; first bytes: %s%s", self.listener,
+                         self.what, ip, port, len(data), reason, data[:MALFORMED_LOG_BYTES].hex(" ") or "(none)", more)
 
 
 def plain_ip(ip: str) -> str:
@@ -88,7 +126,8 @@ class LwesUdpListener(Listener):
         Option("interface", "str", "0.0.0.0", check=_check_ipv4,
                help="IPv4 address of the interface to join the multicast group on"),
         Option("ttl", "int", 1, check=_check_ttl, help="IP_MULTICAST_TTL of the socket (multicast only)"),
-        Option("reuse_port", "bool", True, help="set SO_REUSEPORT so that several sockets can share the port"),
+        Option("reuse_port", "bool", False,
+               help="share a unicast port with other sockets (SO_REUSEPORT); multicast ports are always shared"),
         Option("receive_buffer", "size", 16 << 20, minimum=0,
                help="receive buffer to ask for (SO_RCVBUFFORCE when permitted); 0 keeps the system default"),
         Option("max_datagram", "size", 65535, check=_check_datagram,
@@ -122,6 +161,7 @@ class LwesUdpListener(Listener):
         self._stopping = False
         self._last_error_log = -math.inf
         self._suppressed = 0
+        self._malformed_log = MalformedLog(self.log, name)
 
     # -- life cycle -----------------------------------------------------------
 
@@ -216,11 +256,12 @@ class LwesUdpListener(Listener):
     def _configure(self, sock: socket.socket, host: str, where: str) -> None:
         step = "set socket options"
         try:
-            if self.multicast or self.reuse_port:
+            share = self.multicast or self.reuse_port
+            if share:
                 # Linux lets every UDP socket with SO_REUSEADDR bind one unicast port and hands
                 # all its traffic to the newest, so a unicast port is shared only when asked.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if self.reuse_port and hasattr(socket, "SO_REUSEPORT"):
+            if share and hasattr(socket, "SO_REUSEPORT"):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if self.family == socket.AF_INET6:
                 with contextlib.suppress(OSError):  # also receive IPv4, as ::ffff:a.b.c.d
@@ -241,6 +282,9 @@ class LwesUdpListener(Listener):
             sock.setblocking(False)
         except OSError as exc:
             reason = f"cannot {step}: {exc.strerror or exc}"
+            if step == "bind" and exc.errno == errno.EADDRINUSE and not self.multicast:
+                reason += (" (another process, perhaps a second mondemand-server, has this port; stop it, pick"
+                           " another port, or set reuse_port = true on every listener that is to share it)")
             if self.multicast and step.startswith("join") and self.interface == "0.0.0.0":
                 reason += " (set `interface` to the IPv4 address of the interface to join on, e.g. 127.0.0.1)"
             raise ListenerError(self.name, where, reason) from None
@@ -320,6 +364,7 @@ class LwesUdpListener(Listener):
                     append(RawEvent(data, int(clock() * 1000), ip, addr[1], name))
                 except LwesDecodeError as exc:
                     self.malformed += 1
+                    self._malformed_log.report(data, ip, addr[1], exc)
                     if self.on_malformed is not None:
                         self._report_malformed(data, ip, addr[1], exc)
         finally:

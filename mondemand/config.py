@@ -118,6 +118,8 @@ class _Loader:
         self.parser = parser
         self.host = host
         self.problems: list[str] = []
+        #: "backend:NAME" sections already reported as invalid, so routes naming them are not reported again.
+        self.invalid: set[str] = set()
 
     def problem(self, section: str, key: str | None, message: str) -> None:
         where = f"[{section}] {key}" if key else f"[{section}]"
@@ -183,6 +185,8 @@ class _Loader:
             parsed = self.plugin_section(section, kind, name)
             if parsed is not None:
                 (listeners if kind == "listener" else backends)[name] = parsed
+            else:
+                self.invalid.add(f"{kind}:{name}")
 
         if server is None:
             server = self.options("server", SERVER_OPTIONS, {})
@@ -192,6 +196,8 @@ class _Loader:
             self.problems.append(f"{self.path.name}: no [listener:NAME] section; the server would receive nothing")
         warnings = self.check_routes(routes, listeners, backends)
         self.check_budget(server, backends)
+        for parsed in (*listeners.values(), *backends.values()):
+            self.check_across(parsed, sections)
         if self.problems:
             raise ConfigError(self.problems)
         return ServerConfig(self.path, server, http, listeners, backends, routes, warnings, sections)
@@ -205,7 +211,11 @@ class _Loader:
             return None
         cls = types.get(type_name)
         if cls is None:
-            self.problem(section, "type", f"unknown {kind} type {type_name!r} (known: {', '.join(sorted(types))})")
+            missing = self.host.unavailable.get(f"{kind}:{type_name}")
+            if missing is not None:
+                self.problem(section, "type", str(missing))
+            else:
+                self.problem(section, "type", f"unknown {kind} type {type_name!r} (known: {', '.join(sorted(types))})")
             return None
         runner: dict[str, Any] = {}
         if kind == "backend":
@@ -237,6 +247,19 @@ class _Loader:
         if total > budget:
             self.problem("server", "memory_budget", f"is {_mib(budget)} but the queues add up to "
                          f"{_mib(total)} ({', '.join(parts)}); raise it or lower queue_bytes")
+    def check_across(self, parsed: PluginSection, sections: dict[str, dict[str, dict[str, Any]]]) -> None:
+        """The type's `check_config`: what its start would refuse across sections (alerts -> notifiers)."""
+        check = getattr(parsed.cls, "check_config", None)
+        if check is None or {o.name for o in getattr(parsed.cls, "options", ())} - set(parsed.options):
+            return  # no check, or the section's own options are already reported
+        try:
+            found = check(parsed.name, parsed.options, sections, self.path.parent.resolve())
+        except Exception as exc:
+            self.problem(f"{parsed.kind}:{parsed.name}", None, f"check_config of type {parsed.type_name!r} raised "
+                         f"{exc!r}")
+            return
+        for p in found:
+            self.problem(p.section, p.key, p.message)
 
     def check_routes(
         self, routes: list[Route], listeners: dict[str, PluginSection], backends: dict[str, PluginSection]
@@ -245,11 +268,11 @@ class _Loader:
         for route in routes:
             section = f"route:{route.name}"
             for b in route.backends:
-                if b not in backends:
+                if b not in backends and f"backend:{b}" not in self.invalid:
                     self.problem(section, "backends", f"no [backend:{b}] section")
                 used.add(b)
             for lname in route.listeners:
-                if lname not in listeners:
+                if lname not in listeners and f"listener:{lname}" not in self.invalid:
                     self.problem(section, "listeners", f"no [listener:{lname}] section")
             if not route.events:
                 self.problem(section, "events", "empty")

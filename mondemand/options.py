@@ -22,6 +22,18 @@ class OptionError(ValueError):
         self.message = message
 
 
+@dataclass(frozen=True)
+class SectionProblem:
+    """A problem across sections (an alert naming a missing notifier): section as "kind:NAME", key, message."""
+
+    section: str
+    key: str | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.section}] {self.key}: {self.message}" if self.key else f"[{self.section}] {self.message}"
+
+
 def _bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mondemand.envelope import RawEvent
-from mondemand.options import Option, OptionError
+from mondemand.options import Option, OptionError, SectionProblem
 
 
 @dataclass
@@ -72,6 +72,9 @@ class Backend:
     default_process: ClassVar[str | None] = None
     #: Set by the runner on each instance: takes every event given to `reject` (counted, logged rate-limited).
     reject_hook: Callable[[RawEvent, object], None] | None = None
+    #: Modules `start` imports that may not be installed (an extra's): a type whose modules are missing is
+    #: reported once at plugin load, with the `pip install` that fixes it, and refused by the config loader.
+    requires_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
         self.name = name
@@ -84,6 +87,14 @@ class Backend:
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[OptionError]:
         """Problems between options that are each valid (e.g. copies > destinations); checked at load."""
+        return []
+
+    @classmethod
+    def check_config(
+        cls, name: str, options: Mapping[str, Any], sections: Mapping[str, Mapping[str, Mapping[str, Any]]],
+        config_dir: Path,
+    ) -> list[SectionProblem]:
+        """Problems between this section and others (plugin-declared `sections`); checked at load, so by --check."""
         return []
 
     def start(self) -> None:

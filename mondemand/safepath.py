@@ -4,10 +4,11 @@ prog_id, host, trace owner, trace id, metric names and context values are
 chosen by whoever sends an event. Backends that build paths from them put
 every name through `safe_name`, which maps any string to one path component:
 
-- bytes outside ``A-Z a-z 0-9 . _ - + = ,`` are written as ``%XX`` (UTF-8
-  bytes, upper-case hex), so ``/``, ``\\``, NUL, spaces and ``%`` itself never
-  appear raw; a leading ``.`` is escaped too, so ``.``, ``..`` and hidden
-  files cannot be produced;
+- bytes outside ``A-Z a-z 0-9 . _ - + = ,`` are written as ``%XX`` (upper-case
+  hex) of the bytes the name came as: UTF-8, and a byte that was not UTF-8
+  (a lone surrogate from ``surrogateescape``) as itself, ``0xE9`` as ``%E9``;
+  so ``/``, ``\\``, NUL, spaces and ``%`` itself never appear raw; a leading ``.`` is
+  escaped too, so ``.``, ``..`` and hidden files cannot be produced;
 - the empty string becomes ``%`` (every real ``%`` is escaped, so this is
   unambiguous);
 - a result longer than `max_bytes` (default 200, under every common
@@ -16,8 +17,11 @@ every name through `safe_name`, which maps any string to one path component:
   always escaped in ordinary names, so a shortened name never equals another
   name's full form.
 
-The mapping is one-to-one for names that fit, and `unsafe_name` reverses it,
-so listings (trace owners, series) show what the sender sent.
+The mapping is one-to-one for names that fit, and `unsafe_name` reverses it
+for every name the decoders produce (any byte string, decoded as UTF-8 with
+``surrogateescape``), so listings (trace owners, series) show what the sender
+sent. (A str holding other lone surrogates cannot come off the wire; it is
+escaped through ``surrogatepass`` and does not come back unchanged.)
 """
 
 from __future__ import annotations
@@ -48,13 +52,13 @@ def safe_name(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
     if _PLAIN_TEXT.match(name):
         escaped = name
     else:
-        data = name.encode("utf-8", "surrogatepass")
+        data = _wire_bytes(name)
         escaped = "".join(_ESCAPE[b] for b in data)
         if escaped[0] == ".":
             escaped = "%2E" + escaped[1:]
     if len(escaped) <= max_bytes:
         return escaped
-    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    digest = hashlib.sha256(_wire_bytes(name)).hexdigest()[:16]
     keep = escaped[: max_bytes - 17]
     cut = keep.rfind("%", len(keep) - 2)  # do not split a %XX escape
     if cut >= 0:
@@ -69,7 +73,15 @@ def unsafe_name(component: str) -> str:
     if "%" not in component:
         return component
     data = _HEX.sub(lambda m: chr(int(m.group(1), 16)), component).encode("latin-1")
-    return data.decode("utf-8", "replace")
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _wire_bytes(name: str) -> bytes:
+    """The bytes `name` was decoded from (UTF-8 with surrogateescape)."""
+    try:
+        return name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate outside U+DC80..U+DCFF: not from the wire
+        return name.encode("utf-8", "surrogatepass")
 
 
 def join_under(root: Path, *names: str, max_bytes: int = MAX_NAME_BYTES) -> Path:

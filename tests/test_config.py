@@ -148,8 +148,8 @@ def test_minimal_file_gets_server_defaults_and_warns_about_unused_backends(tmp_p
 def test_unknown_type_names_section_and_known_types(tmp_path, host):
     found = problems(tmp_path, host, LISTENER + ROUTE + "[backend:out]\ntype = nosuch\n")
     assert found[0] == "routes.ini: [backend:out] type: unknown backend type 'nosuch' (known: print, sink)"
-    # The section is left out, so the route that names it is reported as well.
-    assert found[1:] == ["routes.ini: [route:all] backends: no [backend:out] section"]
+    # The section exists, so the route that names it is not also reported as naming a missing section.
+    assert found[1:] == []
 
 
 def test_missing_type(tmp_path, host):
@@ -300,3 +300,42 @@ def test_unreadable_file(tmp_path, host):
         load_config(tmp_path / "missing.ini", host)
     [problem] = info.value.problems
     assert problem.startswith(f"{tmp_path / 'missing.ini'}: cannot read: ")
+
+
+class AlarmBackend(SinkBackend):
+    """A backend whose `alarms` option must name [alarm:NAME] sections: a check across sections."""
+
+    options = (Option("alarms", "list", ()),)
+
+    @classmethod
+    def check_config(cls, name, options, sections, config_dir):
+        from mondemand.options import SectionProblem
+
+        assert config_dir.is_absolute()
+        if "boom" in options["alarms"]:
+            raise RuntimeError("check bug")
+        return [SectionProblem(f"backend:{name}", "alarms", f"no [alarm:{a}] section")
+                for a in options["alarms"] if a not in sections["alarm"]]
+
+
+class AlarmBackendPlugin:
+    @hookimpl
+    def register_backend_types(self, register) -> None:
+        register("alarming", AlarmBackend)
+
+
+def test_checks_across_sections_run_at_load_with_every_section_seen(tmp_path, host):
+    host.register(AlarmBackendPlugin(), "alarm-backend")
+    host.collect_types()
+    # The backend comes before the sections it names: the check runs once every section is read.
+    text = LISTENER + ROUTE + "[backend:out]\ntype = alarming\nalarms = high, low\n\n[alarm:high]\nlimit = 3\n"
+    assert problems(tmp_path, host, text) == ["routes.ini: [backend:out] alarms: no [alarm:low] section"]
+    load_config(write(tmp_path, text.replace("high, low", "high")), host)
+
+
+def test_a_raising_cross_section_check_is_reported_not_fatal(tmp_path, host):
+    host.register(AlarmBackendPlugin(), "alarm-backend")
+    host.collect_types()
+    text = LISTENER + ROUTE + "[backend:out]\ntype = alarming\nalarms = boom\n"
+    assert problems(tmp_path, host, text) == [
+        "routes.ini: [backend:out]: check_config of type 'alarming' raised RuntimeError('check bug')"]

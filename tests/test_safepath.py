@@ -27,6 +27,9 @@ from mondemand.safepath import MAX_NAME_BYTES, UnsafePathError, join_under, safe
         ("sp ace", "sp%20ace"),
         ("é", "%C3%A9"),
         ("back\\slash", "back%5Cslash"),
+        # ISO-8859-1 "café": 0xE9 is not UTF-8; the decoders keep it as U+DCE9, the file name as %E9.
+        (b"caf\xe9".decode("utf-8", "surrogateescape"), "caf%E9"),
+        (b"\xff\xfe".decode("utf-8", "surrogateescape"), "%FF%FE"),
     ],
 )
 def test_known_mappings(name: str, expected: str) -> None:
@@ -73,3 +76,31 @@ def test_join_under_refuses_a_symlink_escape(tmp_path: Path) -> None:
     (tmp_path / "root" / "link").symlink_to(tmp_path)
     with pytest.raises(UnsafePathError):
         join_under(tmp_path / "root", "link", "x")
+
+
+def check_component(out: str) -> None:
+    assert out not in ("", ".", "..")
+    assert not out.startswith(".")
+    assert "/" not in out and "\\" not in out and "\x00" not in out
+    assert len(Path(out).parts) == 1
+    out.encode("ascii")  # nothing left for a file system to reinterpret
+
+
+@given(st.binary())
+def test_any_byte_string_round_trips(data: bytes) -> None:
+    """What the decoders make of any bytes (UTF-8 with surrogateescape) comes back byte for byte."""
+    name = data.decode("utf-8", "surrogateescape")
+    out = safe_name(name, max_bytes=10 * len(data) + 10)  # long enough never to shorten
+    check_component(out)
+    assert unsafe_name(out) == name
+    assert unsafe_name(out).encode("utf-8", "surrogateescape") == data
+
+
+@given(st.binary(max_size=400))
+def test_any_byte_string_gives_one_component_within_the_limit(data: bytes) -> None:
+    name = data.decode("utf-8", "surrogateescape")
+    out = safe_name(name)
+    check_component(out)
+    assert len(out) <= MAX_NAME_BYTES
+    if "~" not in out:
+        assert unsafe_name(out) == name

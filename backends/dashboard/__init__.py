@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from datetime import UTC, tzinfo
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages.log import Priority
-from mondemand.options import Option
+from mondemand.options import Option, OptionError
 from mondemand.plugin_api import Backend
+from mondemand.plugins import install_hint, missing_modules
 
 from .history import History
 from .state import LiveState
@@ -65,6 +68,7 @@ class DashboardBackend(Backend):
 
     type_name = "dashboard"
     needs = "message"
+    requires_modules = ("aiohttp",)  # the `web` extra
     options = (
         Option("address", "str", "127.0.0.1", help="address the page is served on (loopback by default)"),
         Option("port", "port", 20604, help="HTTP port of the page; 0 picks a free one"),
@@ -86,6 +90,13 @@ class DashboardBackend(Backend):
         Option("max_streams", "int", 64, minimum=1, help="most pages open at once"),
         Option("title", "str", "mondemand", help="shown in the page's heading"),
     )
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[OptionError]:
+        """The plots read RRD files: `rrd_root` needs rrdtool (the `rrd` extra)."""
+        if options.get("rrd_root") and missing_modules(("rrdtool",)):
+            return [OptionError("rrd_root", f"the plots need the rrdtool module: {install_hint('rrdtool')}")]
+        return []
 
     def start(self) -> None:
         from .web import Dashboard, WebServer  # aiohttp: the `web` extra

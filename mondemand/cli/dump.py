@@ -23,12 +23,14 @@ from typing import Any, TextIO
 
 import click
 
+from mondemand.cli import version_option
 from mondemand.envelope import RawEvent
 from mondemand.listeners.errors import ListenerError
 from mondemand.listeners.udp import LwesUdpListener
 from mondemand.lwes import Event, LwesDecodeError
 from mondemand.options import parse_options
 from mondemand.plugin_api import ServerContext
+from mondemand.text import escape_bytes, escape_value
 from mondemand.transport import is_multicast
 
 #: Events waiting to be printed; beyond this they are dropped (and counted) rather than eat memory.
@@ -43,7 +45,8 @@ def format_time(ms: int) -> str:
 
 def _value_text(value: Any) -> str:
     if isinstance(value, str):
-        needs_quotes = not value or any(c.isspace() or c in "\"'=" for c in value) or not value.isprintable()
+        needs_quotes = (not value or any(c.isspace() or c in "\"'=" for c in value)
+                        or not escape_bytes(value).isprintable())  # a byte that is not UTF-8 prints as \xe9
         return json.dumps(value, ensure_ascii=False) if needs_quotes else value
     if isinstance(value, list):
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
@@ -62,13 +65,13 @@ def format_text(raw: RawEvent, event: Event) -> str:
             attrs.pop(key, None)
     fields = " ".join(f"{key}={_value_text(value)}" for key, value in attrs.items())
     line = f"{format_time(raw.receipt_ms)} {raw.sender_ip}:{raw.sender_port} {raw.name}"
-    return f"{line} {fields}" if fields else line
+    return escape_bytes(f"{line} {fields}" if fields else line)  # bytes that are not UTF-8 as \xe9
 
 
 def format_json(raw: RawEvent, event: Event) -> str:
     """One JSON object: name, attrs, receipt_time, sender."""
     return json.dumps(
-        {"name": raw.name, "attrs": event.to_dict(), "receipt_time": raw.receipt_ms,
+        {"name": escape_bytes(raw.name), "attrs": escape_value(event.to_dict()), "receipt_time": raw.receipt_ms,
          "sender": f"{raw.sender_ip}:{raw.sender_port}"},
         ensure_ascii=False, default=str,
     )
@@ -76,7 +79,7 @@ def format_json(raw: RawEvent, event: Event) -> str:
 
 def format_malformed(ms: int, ip: str, port: int, size: int, error: LwesDecodeError, name: str | None) -> str:
     """`! malformed: <error> (<bytes> bytes from ip:port at time[, name])`."""
-    what = f", name {name!r}" if name is not None else ""
+    what = f", name {escape_bytes(name)!r}" if name is not None else ""
     return f"! malformed: {error} ({size} bytes from {ip}:{port} at {format_time(ms)}{what})"
 
 
@@ -146,6 +149,7 @@ class _Dumper:
 
 
 @click.command(context_settings={"max_content_width": 100})
+@version_option()
 @click.option("--address", default="0.0.0.0", show_default=True,
               help="Address to listen on; a multicast group (224.0.0.0/4) is joined.")
 @click.option("--port", "-p", type=click.IntRange(0, 65535), default=20402, show_default=True, help="UDP port.")

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
+from mondemand.cli import version_option
 from mondemand.lwes import Event, LwesEncodeError, LwesType, decode, encode
 from mondemand.lwes.types import INT_RANGES
 from mondemand.messages import (
@@ -172,6 +173,7 @@ def _reason(exc: Exception) -> str:
 
 
 @click.group(context_settings={"max_content_width": 100})
+@version_option()
 @click.option("--host", "-H", default=DEFAULT_HOST, show_default=True, help="Destination address or name.")
 @click.option(
     "--port", "-p", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True, help="Destination port."

@@ -30,6 +30,7 @@ from typing import Any
 
 import click
 
+from mondemand.cli import version_option
 from mondemand.envelope import RawEvent
 from mondemand.journal import JournalReader, JournalRecord
 from mondemand.lwes import LwesDecodeError, add_headers, peek_name
@@ -210,9 +211,10 @@ def start_pipeline(config_path: str, no_plugins: bool) -> Any:
     from mondemand.plugins import PluginHost
     from mondemand.server import Server
 
-    host = PluginHost.discover(builtins_only=no_plugins)
-    for problem in host.problems:
+    host = PluginHost.discover(builtins_only=no_plugins, log_problems=False)
+    for problem in host.problems:  # printed here, once; later problems (hooks at run time) are logged
         click.echo(f"warning: {problem}", err=True)
+    host.log_problems = True
     try:
         config = load_config(config_path, host)
     except ConfigError as exc:
@@ -235,6 +237,7 @@ def start_pipeline(config_path: str, no_plugins: bool) -> Any:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@version_option()
 @click.argument("journals", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-H", "--host", default="127.0.0.1", show_default=True, help="Channel address to send to.")
 @click.option("-p", "--port", type=click.IntRange(1, 65535), default=20402, show_default=True, help="Channel port.")

@@ -24,10 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import click
-import rrdtool
+
+try:
+    import rrdtool
+except ImportError:  # the `rrd` extra is not installed: `main` says how to install it
+    rrdtool = None
 
 from mondemand.backends.rrdcached import RrdcachedClient, RrdcachedCommandError, RrdcachedError, classify
 from mondemand.backends.series import SeriesKey, file_path, parse_file_path
+from mondemand.cli import version_option
+from mondemand.plugins import install_hint
 
 _COLOURS = ("1f77b4", "d62728", "2ca02c", "ff7f0e", "9467bd", "8c564b", "e377c2", "7f7f7f", "bcbd22", "17becf")
 
@@ -104,8 +110,11 @@ def _number(value: float | None) -> str:
 
 
 @click.group()
+@version_option()
 def main() -> None:
     """List, fetch and graph the series the rrd backend stored."""
+    if rrdtool is None:
+        raise click.ClickException(f"mondemand-rrd needs the rrdtool module: {install_hint('rrdtool')}")
 
 
 @main.command("list")

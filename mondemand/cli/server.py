@@ -9,12 +9,14 @@ import threading
 
 import click
 
+from mondemand.cli import version_option
 from mondemand.config import ConfigError, load_config
 from mondemand.plugins import PluginHost
 from mondemand.server import Server, ServerStartError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@version_option()
 @click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="routes.ini to run.")
 @click.option("--check", is_flag=True, help="Validate the configuration, print a summary and exit.")
@@ -30,9 +32,10 @@ def main(config_path: str, check: bool, no_plugins: bool) -> None:
     SIGTERM or SIGINT: stop listening, drain every backend's queue, flush,
     close and exit 0. SIGHUP: backends reopen their files (log rotation).
     """
-    host = PluginHost.discover(builtins_only=no_plugins)
-    for problem in host.problems:
+    host = PluginHost.discover(builtins_only=no_plugins, log_problems=False)
+    for problem in host.problems:  # printed here, once; later problems (hooks at run time) are logged
         click.echo(f"warning: {problem}", err=True)
+    host.log_problems = True
     try:
         config = load_config(config_path, host)
     except ConfigError as exc:

@@ -8,6 +8,8 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from tests.backends.alert_helpers import WebhookReceiver, smtp_server
 from tests.e2e.harness import BIN, ServerProcess, emit, free_port, wait_for
 
@@ -143,10 +145,29 @@ def test_check_names_the_section_and_key(tmp_path):
     assert "[alert:slow] window: expected a duration" in bad.stderr
 
 
-def test_server_refuses_to_start_on_rules_that_cannot_work(tmp_path):
+@pytest.mark.parametrize("flags", [("--check",), ()], ids=["check", "start"])
+def test_rules_that_cannot_work_are_refused_by_check_and_at_start(tmp_path, flags):
     base = config(free_port(), tmp_path / "alerts.json", "")
     result = run_check(tmp_path, base + "\n[alert:slow]\nmetric = myapp:latency_ms\nabove = 100\nnotify = pager\n"
-                                        "\n[notifier:mail]\ntype = smtp\nhost = localhost\nto = a@example.org\n")
-    assert result.returncode == 1
-    assert "[alert:slow] notify: no [notifier:pager] section" in result.stderr
-    assert "[notifier:mail] from: required for type = smtp" in result.stderr
+                                        "\n[notifier:mail]\ntype = smtp\nhost = localhost\nto = a@example.org\n",
+                       *flags)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "error: routes.ini: [alert:slow] notify: no [notifier:pager] section" in result.stderr.splitlines()
+    assert "error: routes.ini: [notifier:mail] from: required for type = smtp" in result.stderr.splitlines()
+
+
+def test_check_refuses_a_webhook_notifier_without_url(tmp_path):
+    base = config(free_port(), tmp_path / "alerts.json", "")
+    result = run_check(tmp_path, base + "\n[alert:slow]\nmetric = myapp:latency_ms\nabove = 100\nnotify = hook\n"
+                                        "\n[notifier:hook]\ntype = webhook\n", "--check")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["error: routes.ini: [notifier:hook] url: required for type = webhook"]
+
+
+def test_check_refuses_rules_naming_missing_alert_sections(tmp_path):
+    text = config(free_port(), tmp_path / "alerts.json", "").replace("type = alerts\n", "type = alerts\nrules = gone\n")
+    assert "rules = gone" in text
+    result = run_check(tmp_path, text, "--check")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["error: routes.ini: [backend:alerts] rules: no [alert:gone] section"]
