@@ -128,12 +128,12 @@ class PrometheusBackend(Backend):
         key = (msg.prog_id, msg.host, tuple(sorted(msg.context.items())))
         labels = self._labels.get(key)
         if labels is None:
-            pairs = {"prog_id": msg.prog_id, "host": msg.host}
+            pairs = {"prog_id": _text(msg.prog_id), "host": _text(msg.host)}
             for k, v in key[2]:
                 name = label_name(k)
                 if name in RESERVED_LABELS or name in pairs:
                     name = label_name("context_" + k)
-                pairs[name] = v
+                pairs[name] = _text(v)
             if len(self._labels) >= 4 * self.max_series:
                 self._labels.clear()
             labels = self._labels[key] = tuple(sorted(pairs.items()))
@@ -248,6 +248,18 @@ class PrometheusBackend(Backend):
                 for q, v in state[2]:
                     family.samples.append(_sample(family_name, [*label_names, "quantile"], [*values, q], v))
         return list(families.values())
+
+
+def _text(value: str) -> str:
+    """A label value the exposition can encode: bytes that are not UTF-8 (surrogates) written as \\xNN."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a surrogate no byte stands for
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def _quantiles(stat: Statset) -> list[tuple[str, float]]:

@@ -121,3 +121,12 @@ def test_server_collector_names_and_types():
     assert samples[("mondemand_worker_running", (("worker", "rrd-1"),))] == 1
     assert samples[("mondemand_uptime_seconds", ())] == 5.5
     assert list(ServerCollector(FakeServer()).collect())
+
+
+def test_a_prog_id_that_is_not_utf8_does_not_break_the_page(backend):
+    bad = b"\xff\xfe".decode("utf-8", "surrogateescape")
+    backend.handle([raw(StatsMsg(bad, "h", {"k": bad}, [Metric(MetricType.GAUGE, "g", 1)])),
+                    raw(StatsMsg("ok", "h", {}, [Metric(MetricType.GAUGE, "g", 2)]))])
+    got = scrape(backend)
+    assert got[("g", (("host", "h"), ("prog_id", "ok")))] == 2
+    assert got[("g", (("host", "h"), ("k", "\\xff\\xfe"), ("prog_id", "\\xff\\xfe")))] == 1

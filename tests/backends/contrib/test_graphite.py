@@ -141,3 +141,16 @@ def test_a_connection_closed_by_carbon_is_noticed_before_sending():
     assert replacement.lines()[0].startswith("app.md.b.") and backend.counts["connects"] == 2
     backend.close()
     replacement.close()
+
+
+def test_poison_events_cost_only_themselves():
+    from tests.backends.test_poison import SERIES, VALID, mixed, run
+
+    carbon = Carbon()
+    r, backend = run("graphite", {"port": str(carbon.port)}, mixed("stats"))
+    wait(lambda: len(carbon.lines()) >= VALID)
+    good = [line.split() for line in carbon.lines() if line.startswith("good.")]
+    assert sorted(int(float(value)) for _, value, _ in good) == list(range(VALID))
+    assert {name for name, _, _ in good} == {f"good.md.g{n}.host.web1.gauge" for n in range(SERIES)}
+    assert r.rejected == 4 and backend.counts["dropped"] == 0  # the 400-digit statsets
+    carbon.close()
