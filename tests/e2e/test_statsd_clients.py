@@ -77,7 +77,7 @@ def wait_values(root: Path, expected: dict[tuple[str, str, str, str, str], str])
         return all(got.get(k) == v for k, v in expected.items())
 
     try:
-        wait_for(check, timeout=10, what="the values in the stats files")
+        wait_for(check, timeout=20, what="the values in the stats files")
     except AssertionError:
         got = stored(root)
         missing = {k: (v, got.get(k)) for k, v in expected.items() if got.get(k) != v}
@@ -135,7 +135,7 @@ def test_datadog_dogstatsd_tags(server):
         got.update(stored(server.root))
         return got.get(("ddapp", "127.0.0.1", "counter", "checkouts", "canary=true-env=prod-region=eu"))
 
-    wait_for(checkouts, timeout=10, what="the checkouts counter")
+    wait_for(checkouts, timeout=20, what="the checkouts counter")
     wait_values(server.root, {
         ("ddapp", "rack7", "gauge", "temperature", "env=prod"): "21",
         ("ddapp", "127.0.0.1", "count", "size", "env=prod"): "2",
