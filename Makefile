@@ -4,7 +4,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := build-essential pkg-config librrd-dev rrdtool rrdcached python3-venv chromium chromium-driver
+APT_PACKAGES := build-essential pkg-config librrd-dev rrdtool rrdcached python3-venv chromium chromium-driver \
+                nodejs prometheus carbon-c-relay graphite-carbon
+# npm packages the tests drive (a real statsd client from node), installed once under the venv.
+NPM_PACKAGES := hot-shots@10
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test setup system-packages lint bench clean
@@ -26,12 +29,15 @@ system-packages:
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@# Debian's nodejs comes without npm; NodeSource's carries its own (and conflicts with Debian's npm).
+	@command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
 
 $(STAMP): pyproject.toml $(wildcard backends/contrib/*/pyproject.toml) | system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev,rrd,whisper,web]'
 	for d in backends/contrib/*/; do [ -f "$$d/pyproject.toml" ] && $(BIN)/pip install -q -e "$$d"; done; true
+	npm install --prefix $(VENV)/npm --no-audit --no-fund --omit=optional --silent $(NPM_PACKAGES)
 	touch $(STAMP)
 
 lint: setup

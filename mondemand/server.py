@@ -280,6 +280,11 @@ class Server:
                 if parts.path in ("/status", "/status/"):
                     self._json(200, server.status())
                     return
+                if parts.path == "/metrics":  # the same counters for Prometheus (mondemand/promexport.py)
+                    from mondemand.promexport import CONTENT_TYPE_LATEST, render
+
+                    self._send(200, render(server), CONTENT_TYPE_LATEST)
+                    return
                 for prefix, handler in server.http_routes().items():
                     if parts.path == prefix or parts.path.startswith(prefix.rstrip("/") + "/"):
                         try:
@@ -292,9 +297,12 @@ class Server:
                 self._json(404, {"error": f"no resource at {parts.path}"})
 
             def _json(self, status: int, body: Any) -> None:
-                data = json.dumps(body, indent=1, sort_keys=True, default=str).encode()
+                self._send(status, json.dumps(body, indent=1, sort_keys=True, default=str).encode(),
+                           "application/json")
+
+            def _send(self, status: int, data: bytes, content_type: str) -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -254,3 +254,13 @@ def test_a_poison_event_alone_costs_nothing_but_itself(tmp_path, make: Callable[
     """One bad event in a batch of one must not restart the backend either."""
     run("print", {"path": str(tmp_path / "out.txt")}, [make()])
 
+
+
+def test_prometheus():
+    r, backend = run("prometheus", {"port": "0"}, mixed("stats"))
+    gauges = {key[1]: state[0] for key, state in backend.series.items() if key[0] == "gauge" and
+              dict(key[2])["prog_id"] == "good"}
+    assert gauges == {f"g{n}": float(max(range(n, VALID, SERIES))) for n in range(SERIES)}
+    assert r.rejected == 2  # the 400-digit count and sum (min and max are not exposed)
+    # A prog_id that is not UTF-8 is exposed escaped, so that the page still encodes.
+    assert any("\\xff" in dict(key[2])["prog_id"] for key in backend.series)
