@@ -55,7 +55,7 @@ from mondemand.hookspecs import hookimpl
 from mondemand.lwes import encode
 from mondemand.messages import Metric, MetricType, Statset, StatsMsg
 from mondemand.messages.stats import STATS_MSG
-from mondemand.options import Option
+from mondemand.options import DAY, Option
 from mondemand.plugin_api import Listener, ServerContext
 from mondemand.runner import RateLimitedLog
 from mondemand.sketch import Sketch
@@ -458,18 +458,19 @@ class StatsdListener(Listener):
         Option("address", "str", "0.0.0.0", help="address to bind"),
         Option("port", "port", 8125, help="UDP or TCP port; 0 picks a free one"),
         Option("protocol", "str", "udp", choices=("udp", "tcp")),
-        Option("flush_interval", "duration", 10.0, minimum=0.05,
+        Option("flush_interval", "duration", 10.0, minimum=0.05, maximum=DAY,
                help="period of the pre-aggregation; aligned to the wall clock"),
         Option("prog_id", "str", FIRST_COMPONENT, check=_check_prog_id,
                help="first_component: the name's first dot-separated component; or a fixed prog_id"),
         Option("prog_id_tag", "str", "", help="take the prog_id from this DogStatsD tag when a line has it"),
         Option("fallback_prog_id", "str", "statsd", help="prog_id of a name without a dot (first_component)"),
-        Option("expire_after", "duration", 300.0, minimum=0.05, help="a series unseen this long is forgotten"),
+        Option("expire_after", "duration", 300.0, minimum=0.05, maximum=30 * DAY,
+               help="a series unseen this long is forgotten"),
         Option("max_series", "int", 100_000, minimum=1, help="live series at most; new ones beyond are dropped"),
         Option("sketches", "bool", True, help="send each timer's sketch too, so that agg can merge percentiles"),
         Option("relative_accuracy", "float", 0.01, help="of the percentile sketches"),
-        Option("receive_buffer", "size", 16 << 20, minimum=0, help="SO_RCVBUF to ask for (UDP)"),
-        Option("max_datagram", "size", 65535, minimum=1, help="largest datagram read"),
+        Option("receive_buffer", "size", 16 << 20, minimum=0, maximum=1 << 30, help="SO_RCVBUF to ask for (UDP)"),
+        Option("max_datagram", "size", 65535, minimum=1, maximum=65535, help="largest datagram read"),
     )  # fmt: skip
 
     def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:

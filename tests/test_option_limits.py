@@ -50,7 +50,7 @@ ABSURD: dict[str, list[str]] = {
 }
 #: str/list options with a check that legitimately accept the generic bogus value below.
 ACCEPT_ANY_TEXT = {("journal", "name"), ("rrd", "daemon"), ("rrd", "host_dir"), ("rrd", "aggregate_dir"),
-                   ("notifier", "command")}
+                   ("notifier", "command"), ("statsd", "prog_id")}
 BOGUS_TEXT = "::bogus::"
 
 

@@ -34,7 +34,7 @@ from mondemand.backends.series import ProgIdFilter, SeriesKey, graphite_name, se
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages import StatsMsg
-from mondemand.options import Option
+from mondemand.options import DAY, HOUR, Option
 from mondemand.plugin_api import Backend
 from mondemand.runner import RateLimitedLog
 
@@ -70,9 +70,10 @@ class GraphiteBackend(Backend):
         Option("batch_points", "int", 500, minimum=1, help="points per message"),
         Option("buffer_points", "int", 1_000_000, minimum=1,
                help="points held while carbon cannot be reached; beyond, the oldest are dropped"),
-        Option("reconnect_min", "duration", 0.5, minimum=0.01, help="first wait after a failed connection"),
-        Option("reconnect_max", "duration", 30.0, minimum=0.01, help="longest wait between attempts"),
-        Option("timeout", "duration", 5.0, minimum=0.1, help="connect and send timeout"),
+        Option("reconnect_min", "duration", 0.5, minimum=0.01, maximum=DAY,
+               help="first wait after a failed connection"),
+        Option("reconnect_max", "duration", 30.0, minimum=0.01, maximum=DAY, help="longest wait between attempts"),
+        Option("timeout", "duration", 5.0, minimum=0.1, maximum=HOUR, help="connect and send timeout"),
         Option("whitelist", "list", [], help="prog_id globs to send (when set, only these)"),
         Option("blacklist", "list", [], help="prog_id globs never to send"),
     )  # fmt: skip
