@@ -61,6 +61,7 @@ __all__ = [
     "MAX_FILE_NAME",
     "MD",
     "STATSET_FIELDS",
+    "CounterRates",
     "PathRegistry",
     "ProgIdFilter",
     "SeriesKey",
@@ -430,3 +431,33 @@ class ProgIdFilter:
                 self._cache.clear()
             self._cache[prog_id] = decision
         return decision
+
+
+class CounterRates:
+    """A counter's reports -> its increase since the last one, or that increase per second.
+
+    Shared by the backends that store rates rather than the running total
+    (whisper, graphite), as RRD's DERIVE does. `step` returns the number, or
+    the name of the counter that explains why there is none: the first report
+    of a series, a reset (the value went down), or a report no newer than the
+    last (an honest rate needs time to pass).
+    """
+
+    FIRST, RESET, NOT_NEWER = "first_counter_reports", "counter_resets", "not_newer"
+
+    def __init__(self, delta: bool = False) -> None:
+        self.delta = delta
+        self.last: dict[SeriesKey, tuple[int, float]] = {}
+
+    def step(self, key: SeriesKey, timestamp: int, value: float) -> float | str:
+        previous = self.last.get(key)
+        if previous is not None and timestamp <= previous[0]:
+            return self.NOT_NEWER
+        self.last[key] = (timestamp, value)
+        if previous is None:
+            return self.FIRST
+        last_ts, last_value = previous
+        if value < last_value:
+            return self.RESET
+        increase = value - last_value
+        return increase if self.delta else increase / (timestamp - last_ts)

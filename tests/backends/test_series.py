@@ -228,3 +228,17 @@ def test_series_from_record_falls_back_to_the_listeners_receipt_time():
         ("max", "agg", 1_700_000_100, 7), ("gauge", "agg", 1_700_000_050, 1.5)]
     assert points[0].key.context == (("dc", "ams"), ("stat", "sum"))
     assert next(p.timestamp for p in series_from_record(raw.stats, now=1234.9)) == 1234
+
+
+def test_counter_rates_give_increase_per_second_or_delta_and_say_why_not():
+    from mondemand.backends.series import CounterRates
+
+    key = SeriesKey.make("app", "counter", "requests", "web01")
+    rates, deltas = CounterRates(), CounterRates(delta=True)
+    assert rates.step(key, 100, 1000) == deltas.step(key, 100, 1000) == CounterRates.FIRST
+    assert rates.step(key, 160, 1600) == 10.0 and deltas.step(key, 160, 1600) == 600
+    assert rates.step(key, 160, 1700) == CounterRates.NOT_NEWER  # the same time again: no honest rate
+    assert rates.step(key, 150, 1700) == CounterRates.NOT_NEWER  # older: left out, and it changes nothing
+    assert rates.step(key, 220, 2200) == 10.0
+    assert rates.step(key, 280, 50) == CounterRates.RESET  # went down: the process restarted
+    assert rates.step(key, 340, 650) == 10.0

@@ -29,11 +29,11 @@ import struct
 import time
 from collections import deque
 
-from mondemand.backends.series import ProgIdFilter, SeriesKey, graphite_name, series_from_stats
+from mondemand.backends.series import CounterRates, ProgIdFilter, SeriesKey, graphite_name, series_from_record
 
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
-from mondemand.messages import StatsMsg
+from mondemand.messages.stats_fast import PROG_ID
 from mondemand.options import DAY, HOUR, Option
 from mondemand.plugin_api import Backend
 from mondemand.runner import RateLimitedLog
@@ -58,7 +58,7 @@ class GraphiteBackend(Backend):
     """Send counters (as rates or deltas), gauges and statset sub-statistics to carbon."""
 
     type_name = "graphite"
-    needs = "message"
+    needs = "stats"
     options = (
         Option("host", "str", "127.0.0.1", help="carbon (or carbon-c-relay) host"),
         Option("port", "port", 2003, help="its port: 2003 plaintext, 2004 pickle by carbon's defaults"),
@@ -84,7 +84,7 @@ class GraphiteBackend(Backend):
         self.filter = ProgIdFilter(cfg["whitelist"], cfg["blacklist"])
         self.buffer: deque[Point] = deque()
         self.names: dict[SeriesKey, str] = {}
-        self.last_counter: dict[SeriesKey, tuple[int, int]] = {}
+        self.rates = CounterRates(delta=cfg["counters"] == "delta")
         self.sock: socket.socket | None = None
         self.backoff = float(cfg["reconnect_min"])
         self.next_attempt = 0.0
@@ -99,24 +99,27 @@ class GraphiteBackend(Backend):
     # -- intake -------------------------------------------------------------------
 
     def handle(self, batch: list[RawEvent]) -> None:
-        delta = self.config["counters"] == "delta"
         for raw in batch:
-            msg = raw.message
-            if not isinstance(msg, StatsMsg):
+            record = raw.stats
+            if record is None:
                 continue
-            if not self.filter.allows(msg.prog_id):
+            if not self.filter.allows(record[PROG_ID]):
                 self.counts["filtered"] += 1
                 continue
             try:
-                points = [(key, ts, float(value)) for key, ts, value in series_from_stats(msg)]
+                points = [(key, ts, float(value)) for key, ts, value in series_from_record(record,
+                                                                                          receipt_ms=raw.receipt_ms)]
             except Exception as exc:  # a value no float holds: this event alone is dropped
                 self.reject(raw, exc)
                 continue
             for key, ts, value in points:
                 if key.metric_type == "counter":
-                    value = self._counter(key, ts, value, delta)
-                    if value is None:
+                    rate = self.rates.step(key, ts, value)
+                    if isinstance(rate, str):
+                        if rate != CounterRates.NOT_NEWER:  # the same report again, or an older one
+                            self.counts[rate] += 1
                         continue
+                    value = rate
                 self._buffer(self._name(key), ts, value)
         self._send()
 
@@ -125,22 +128,6 @@ class GraphiteBackend(Backend):
         if name is None:
             name = self.names[key] = self.config["prefix"] + graphite_name(key, short_host=self.config["short_host"])
         return name
-
-    def _counter(self, key: SeriesKey, ts: int, value: float, delta: bool) -> float | None:
-        previous = self.last_counter.get(key)
-        self.last_counter[key] = (ts, value)  # type: ignore[assignment]
-        if previous is None:
-            self.counts["first_counter_reports"] += 1
-            return None
-        last_ts, last_value = previous
-        if value < last_value:
-            self.counts["counter_resets"] += 1
-            return None
-        if ts <= last_ts:  # the same report again, or an older one: no honest rate
-            self.last_counter[key] = previous
-            return None
-        increase = value - last_value
-        return increase if delta else increase / (ts - last_ts)
 
     def _buffer(self, name: str, ts: int, value: float) -> None:
         buffer = self.buffer

@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 
 import whisper
 from mondemand.backends.series import (
+    CounterRates,
     PathRegistry,
     ProgIdFilter,
     SeriesKey,
@@ -135,7 +136,7 @@ class WhisperBackend(Backend):
         self.registry = PathRegistry("whisper", self.log)
         self.ratelog = RateLimitedLog(self.log)
         self.paths: dict[SeriesKey, Path | None] = {}
-        self.last_counter: dict[SeriesKey, tuple[int, int]] = {}
+        self.rates = CounterRates(delta=self.config["counters"] == "delta")
         self.counts: Counter[str] = Counter()
 
     def counters(self) -> dict[str, float]:
@@ -163,30 +164,14 @@ class WhisperBackend(Backend):
                 continue
             for key, timestamp, value in points:
                 if key.metric_type == "counter":
-                    stored = self._counter_value(key, timestamp, value)
-                    if stored is None:
+                    rate = self.rates.step(key, timestamp, value)
+                    if isinstance(rate, str):
+                        self.counts["rejected" if rate == CounterRates.NOT_NEWER else rate] += 1
                         continue
-                    value = stored
+                    value = rate
                 pending.setdefault(key, []).append((timestamp, value))
         for key, points in pending.items():
             self._write(key, points)
-
-    def _counter_value(self, key: SeriesKey, timestamp: int, value: int) -> float | None:
-        previous = self.last_counter.get(key)
-        self.last_counter[key] = (timestamp, value)
-        if previous is None:
-            self.counts["first_counter_reports"] += 1
-            return None
-        last_ts, last_value = previous
-        if value < last_value:
-            self.counts["counter_resets"] += 1
-            return None
-        if timestamp <= last_ts:
-            self.counts["rejected"] += 1
-            self.last_counter[key] = previous
-            return None
-        increase = value - last_value
-        return increase if self.config["counters"] == "delta" else increase / (timestamp - last_ts)
 
     def _path(self, key: SeriesKey) -> Path | None:
         if key in self.paths:
