@@ -233,7 +233,8 @@ class RrdBackend(Backend):
         self.counts: Counter[str] = Counter()
         self.series = 0
         self.max_future = float(cfg["max_future"])
-        self.rollup = MinuteRollup(float(cfg["rollup_lateness"])) if cfg["rollup"] else None
+        self.rollup = (getattr(self, "_adopted_rollup", None) or MinuteRollup(float(cfg["rollup_lateness"]))
+                       if cfg["rollup"] else None)
         self._aggregate_contexts: dict[tuple[tuple[str, str], ...], bool] = {}
         self.client: RrdcachedClient | None = None
         self._retry_at = 0.0
@@ -246,6 +247,15 @@ class RrdBackend(Backend):
                 self.client.connect()
             except RrdcachedError as exc:
                 self.log.warning("%s; will retry", exc)
+
+    def takeover(self, previous: Backend) -> None:
+        """Adopt a failed instance's open partial minutes (`abandon` left them unwritten)."""
+        self._adopted_rollup = getattr(previous, "_handover", None) or getattr(previous, "rollup", None)
+
+    def abandon(self) -> None:
+        """Close without writing the open partial minutes: the replacement takes them over."""
+        self._handover, self.rollup = self.rollup, None
+        self.close()
 
     def flush(self) -> None:
         """Store the partial minutes that are over."""

@@ -117,3 +117,38 @@ def test_sketches_merge_when_every_partial_has_one() -> None:
     (minute,) = rollup.drain()
     stat = next(v for t, v in zip(minute[6], minute[8], strict=True) if t == "statset")
     assert stat[5] is None and "sketch" not in minute[6]
+
+
+def test_a_replaced_backend_hands_its_open_minutes_over(tmp_path) -> None:
+    """After a failure the runner abandons the instance and the new one takes over: the minute is whole, once."""
+    from mondemand.backends.stats_file import StatsFileBackend
+
+    from mondemand.envelope import RawEvent
+    from mondemand.lwes import encode
+    from mondemand.options import parse_options
+    from mondemand.plugin_api import ServerContext
+
+    def backend(previous=None):
+        values, problems = parse_options(StatsFileBackend.options, {"root": str(tmp_path), "rollup_lateness": "1h"})
+        assert problems == []
+        made = StatsFileBackend("files", values, ServerContext())
+        if previous is not None:
+            made.takeover(previous)
+        made.start()
+        return made
+
+    def raw(samples: list[int], at: int) -> list[RawEvent]:
+        metrics = Partial.from_samples(samples).to_metrics("q")
+        msg = StatsMsg("p", "h", CTX, metrics, send_time=at * 1000 + 5000, collect_time=at * 1000)
+        return [RawEvent(encode(event), at * 1000, "127.0.0.1", 1) for event in msg.to_lwes()]
+
+    first = backend()
+    first.handle(raw([1, 2, 3], T0))
+    first.abandon()
+    assert not list(tmp_path.rglob("h"))  # nothing written by the broken instance
+    second = backend(first)
+    second.handle(raw([10, 20], T0 + 5))
+    second.close()
+    (path,) = tmp_path.rglob("h")
+    lines = {(c[3], c[4]): c[5] for c in (ln.split("\t") for ln in path.read_text().splitlines())}
+    assert lines[("count", "q")] == "5" and lines[("sum", "q")] == "36" and lines[("max", "q")] == "20"

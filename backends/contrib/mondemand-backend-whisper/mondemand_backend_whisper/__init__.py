@@ -131,7 +131,8 @@ class WhisperBackend(Backend):
         self.paths: dict[SeriesKey, Path | None] = {}
         self.last_counter: dict[SeriesKey, tuple[int, int]] = {}
         self.counts: Counter[str] = Counter()
-        self.rollup = MinuteRollup(float(cfg["rollup_lateness"])) if cfg["rollup"] else None
+        self.rollup = (getattr(self, "_adopted_rollup", None) or MinuteRollup(float(cfg["rollup_lateness"]))
+                       if cfg["rollup"] else None)
 
     def counters(self) -> dict[str, float]:
         values: dict[str, float] = {"series": len(self.paths), "collisions": self.registry.collisions}
@@ -181,6 +182,15 @@ class WhisperBackend(Backend):
                     continue
                 value = stored
             pending.setdefault(key, []).append((timestamp, value))
+
+    def takeover(self, previous: Backend) -> None:
+        """Adopt a failed instance's open partial minutes (`abandon` left them unwritten)."""
+        self._adopted_rollup = getattr(previous, "_handover", None) or getattr(previous, "rollup", None)
+
+    def abandon(self) -> None:
+        """Close without writing the open partial minutes: the replacement takes them over."""
+        self._handover, self.rollup = self.rollup, None
+        self.close()
 
     def flush(self) -> None:
         """Store the partial minutes that are over."""
