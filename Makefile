@@ -35,7 +35,7 @@ system-packages:
 $(STAMP): pyproject.toml $(wildcard backends/contrib/*/pyproject.toml) | system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,rrd,whisper,web]'
+	$(BIN)/pip install -q -e '.[dev,rrd,whisper,web,alerts]'
 	for d in backends/contrib/*/; do [ -f "$$d/pyproject.toml" ] && $(BIN)/pip install -q -e "$$d"; done; true
 	npm install --prefix $(VENV)/npm --no-audit --no-fund --omit=optional --silent $(NPM_PACKAGES)
 	touch $(STAMP)

@@ -392,9 +392,10 @@ class AggBackend(Backend):
                 metrics.append(Metric(MetricType.UNKNOWN, name, summary.sketch.to_text(), type_name=SKETCH_TYPE))
             elif summary.percentiles_lost:
                 self.stats["percentiles_lost"] += 1
-        send_ms = int(now * 1000)
+        # send_time = collect_time = interval start: every metric of the summary (its statsets and the BOT10/TOP10
+        # gauges) is stored in that interval's row and minute (docs/aggregation.md, "Time alignment").
         for (prog_id, context), metrics in grouped.items():
-            msg = StatsMsg(prog_id, "all", dict(context), metrics, send_time=send_ms, collect_time=bucket * 1000)
+            msg = StatsMsg(prog_id, "all", dict(context), metrics, send_time=bucket * 1000, collect_time=bucket * 1000)
             try:
                 events = msg.to_lwes(max_metrics=self.config["max_metrics"])
             except MessageError as exc:  # a name too long for a datagram

@@ -28,6 +28,14 @@ THRESHOLD, NO_DATA, NOT_SEEN = "threshold", "no_data", "not_seen"
 #: Which number of a metric a rule compares: auto = gauge value, counter rate, statset avg.
 STATS = ("auto", "value", "rate", *Statset.FIELDS)
 _GLOB = re.compile(r"[*?\[]")
+#: What marks a server-made aggregate series (the agg backend's output): host `all`, a `stat` context pair.
+AGGREGATE_HOST = "all"
+AGGREGATE_KEY = "stat"
+
+
+def is_aggregate(host: str, context: Mapping[str, str]) -> bool:
+    """True for a server-made aggregate series (host ``all`` or a ``stat`` context pair)."""
+    return host == AGGREGATE_HOST or AGGREGATE_KEY in context
 
 
 class RuleError(ValueError):
@@ -69,6 +77,11 @@ class Selector:
         if self.name is not None and not fnmatchcase(name, self.name):
             return False
         return all(key in context and fnmatchcase(context[key], glob) for key, glob in self.context)
+
+    @property
+    def names_aggregates(self) -> bool:
+        """True when the rule asks for aggregate series by name: host ``all`` or a ``stat`` context filter."""
+        return self.host == AGGREGATE_HOST or any(key == AGGREGATE_KEY for key, _ in self.context)
 
     @property
     def exact_source(self) -> bool:
@@ -299,6 +312,8 @@ class RuleState:
         rule = self.rule
         if rule.kind == NOT_SEEN or not rule.selector.matches_metric(name, context):
             return []
+        if rule.kind == NO_DATA and is_aggregate(host, context) and not rule.selector.names_aggregates:
+            return []  # aggregates arrive once a minute: a short no_data would fire on every one of them
         labels = {"prog_id": prog_id, "host": host, "metric": name, "context": dict(context)}
         series = self._series(labels, t)
         if series is None:
@@ -318,6 +333,8 @@ class RuleState:
         """Any message from prog_id on host at time `t` (for not_seen rules)."""
         if self.rule.kind != NOT_SEEN:
             return []
+        if host == AGGREGATE_HOST and not self.rule.selector.names_aggregates:
+            return []  # the server's own aggregates, not a process
         series = self._series({"prog_id": prog_id, "host": host}, t)
         if series is None:
             return []

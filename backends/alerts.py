@@ -13,6 +13,7 @@ See docs/alerts.md.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -30,12 +31,15 @@ from mondemand.messages import StatsMsg
 from mondemand.options import DAY, Option, SectionProblem
 from mondemand.plugin_api import Backend
 
-from .alert_rules import NOT_SEEN, STATS, Rule, RuleError, RuleState, Transition, rule_from_options
+from .alert_rules import NOT_SEEN, STATS, Rule, RuleError, RuleState, Transition, rule_from_options, series_key
+from .alert_silences import SILENCES_FILE, Silences
 from .notifiers import NOTIFIER_OPTIONS, Notifier, NotifierWorker, build_notifier, clean_payload
 
 __all__ = ["ALERT_OPTIONS", "NOTIFIER_OPTIONS", "AlertConfigError", "AlertsBackend", "check_alert_sections"]
 
 STATE_VERSION = 1
+#: Transitions kept for the `/alerts` document's history (the dashboard's alert view).
+HISTORY_KEPT = 200
 
 #: Keys of an `[alert:NAME]` section; combinations are checked at load (`check_alert_sections`) and at start.
 ALERT_OPTIONS = (
@@ -180,6 +184,10 @@ class AlertsBackend(Backend):
         self._source_rules = [r for r in self.rules.values() if r.rule.kind == NOT_SEEN]
         path = self.config["state_file"]
         self.state_path = (self.context.config_dir / path) if path else None
+        # Silences and acknowledgements the dashboard writes beside the state file (backends/alert_silences.py).
+        self.silences = Silences(self.state_path.with_name(SILENCES_FILE) if self.state_path else None)
+        self.silences.reload()
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY_KEPT)
         self._load_state()
         for worker in self.workers.values():
             worker.start()
@@ -216,6 +224,7 @@ class AlertsBackend(Backend):
     def flush(self) -> None:
         now = time.time()
         with self._lock:
+            self.silences.reload()
             out: list[Transition] = []
             for state in self.rules.values():
                 out += state.tick(now)
@@ -239,6 +248,7 @@ class AlertsBackend(Backend):
             "transitions": self.transitions,
             "state_writes": self.state_writes,
             "state_errors": self.state_errors,
+            "notify_muted": self.silences.muted if hasattr(self, "silences") else 0,
         }
         for key in ("sent", "failed", "retried", "dropped"):
             values[f"notify_{key}"] = sum(w.counters()[key] for w in self.workers.values())
@@ -248,15 +258,24 @@ class AlertsBackend(Backend):
 
     def _commit(self, transitions: list[Transition], periodic: bool = False) -> None:
         """Persist (on any change, or new series at a periodic flush), then queue the notifications."""
+        outgoing = []
+        for transition in transitions:
+            document = payload(transition, self.context.hostname)
+            key = series_key(transition.labels)
+            muted = self.silences.mutes(transition.rule, key, transition.state, transition.repeat, transition.since,
+                                        transition.time)
+            self.recent.append({**document, "key": key, "muted": muted})
+            outgoing.append((transition, document, muted))
         if transitions or (periodic and any(state.dirty for state in self.rules.values())):
             self._save_state()
-        for transition in transitions:
+        for transition, document, muted in outgoing:
             self.transitions += 1
             rule = self.rules[transition.rule].rule
             level = logging.WARNING if transition.state == "firing" else logging.INFO
-            document = payload(transition, self.context.hostname)
             self.log.log(level, "alert %s %s%s: %s", transition.rule, transition.state.upper(),
                          " (reminder)" if transition.repeat else "", document["summary"])  # escaped: one line
+            if muted:
+                continue  # silenced, or a reminder of an acknowledged episode: state kept, nobody told
             for target in rule.notify:
                 self.workers[target].submit(document)
 
@@ -281,6 +300,9 @@ class AlertsBackend(Backend):
             self.log.error("alert state file %s is unreadable (%s); moved it to %s and starting with every alert "
                            "ok", path, exc, aside.name)
             return
+        history = data.get("history")
+        if isinstance(history, list):
+            self.recent.extend(h for h in history if isinstance(h, dict) and h.get("alert") in self.rules)
         restored = skipped = 0
         for name, series in data["alerts"].items():
             state = self.rules.get(name)
@@ -301,7 +323,8 @@ class AlertsBackend(Backend):
         if path is None:
             return
         document = {"version": STATE_VERSION, "saved": round(time.time(), 3),
-                    "alerts": {name: state.snapshot() for name, state in self.rules.items()}}
+                    "alerts": {name: state.snapshot() for name, state in self.rules.items()},
+                    "history": list(self.recent)}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -330,8 +353,15 @@ class AlertsBackend(Backend):
             if rest and rest not in self.rules:
                 return 404, {"error": f"no alert rule {rest!r}"}
             names = [rest] if rest else list(self.rules)
+            now = time.time()
             rules = {name: self._describe_rule(self.rules[name], only) for name in names}
-            document = {"server": self.context.hostname, "time": round(time.time(), 3), "rules": rules,
+            for name, described in rules.items():
+                for entry in described["series"]:
+                    entry["silenced_until"] = self.silences.silenced_until(name, entry["key"], now)
+                    entry["acked"] = entry["state"] == "firing" and self.silences.acked(name, entry["key"],
+                                                                                        entry["since_time"])
+            document = {"server": self.context.hostname, "time": round(now, 3), "rules": rules,
+                        "history": list(self.recent)[::-1], "silences": self.silences.document,
                         "firing": sum(state.firing for state in self.rules.values()),
                         "notifiers": {name: {"target": w.notifier.describe(), "last_error": w.last_error,
                                              **w.counters()} for name, w in self.workers.items()}}
@@ -345,7 +375,8 @@ class AlertsBackend(Backend):
             if only and entry.state != only:
                 continue
             series.append({"labels": clean_payload(entry.labels), "state": entry.state, "since": _iso(entry.since),
-                           "value": entry.value, "last_seen": _iso(entry.last_seen)})
+                           "value": entry.value, "last_seen": _iso(entry.last_seen),
+                           "key": series_key(entry.labels), "since_time": entry.since})
         series.sort(key=lambda s: (s["state"] != "firing", json.dumps(s["labels"], sort_keys=True)))
         limits = {key: getattr(rule, key) for key in ("above", "below", "clear_above", "clear_below")}
         return {"kind": rule.kind, "selector": str(rule.selector), "notify": list(rule.notify), "window": rule.window,

@@ -116,7 +116,7 @@ def _check_command(text: str) -> None:
 
 #: Keys of a `[notifier:NAME]` section; which apply depends on `type` (checked at load, with the alerts).
 NOTIFIER_OPTIONS = (
-    Option("type", "str", required=True, choices=("smtp", "webhook", "command"), help="how to notify"),
+    Option("type", "str", required=True, choices=("smtp", "webhook", "command", "apprise"), help="how to notify"),
     Option("retries", "int", 3, minimum=0, help="further attempts after a failed one"),
     Option("retry_delay", "duration", 1.0, minimum=0, maximum=DAY,
            help="wait before the first retry; doubles each time"),
@@ -141,6 +141,8 @@ NOTIFIER_OPTIONS = (
            help="webhook: follow redirects within the same origin (scheme, host, port); default false"),
     # command
     Option("command", "str", None, check=_check_command, help="command: argv, split like a shell; JSON on stdin"),
+    # apprise (backends/notify_apprise.py)
+    Option("urls", "list", None, help="apprise: Apprise URLs (SMS, voice, chat, mail: docs/alerts.md)"),
 )
 _COMMON = {"type", "retries", "retry_delay", "retry_max", "timeout", "queue_size"}
 
@@ -403,6 +405,10 @@ NOTIFIER_TYPES: dict[str, type[Notifier]] = {cls.type_name: cls for cls in (Smtp
 def build_notifier(name: str, options: Mapping[str, Any], config_dir: Path) -> Notifier:
     """The notifier a `[notifier:NAME]` section describes; RuleError names the key at fault."""
     cls = NOTIFIER_TYPES.get(options.get("type") or "")
+    if options.get("type") == "apprise":
+        from .notify_apprise import AppriseNotifier  # the alerts extra
+
+        cls = AppriseNotifier
     if cls is None:
         raise RuleError("type", f"expected one of {', '.join(NOTIFIER_TYPES)}")
     return cls(name, options, config_dir)

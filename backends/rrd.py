@@ -10,7 +10,12 @@ Differences on purpose, all described in docs/rrd.md:
   skipped; the next good one is written, the file is not silenced;
 - every name is made safe before it becomes a path, and two different series
   that would share a file are reported, not merged;
-- MIN and MAX archives beside AVERAGE by default, everything configurable.
+- MIN and MAX archives beside AVERAGE by default, everything configurable;
+- DaTtSs partials are rolled up into one 1-minute partial per source first
+  (`mondemand.rollup`), and a minute's record (a roll-up, or an aggregate with
+  its `collect_time`) is written at minute start + step, so it fills the row
+  ``(minute, minute + step]`` that holds the samples of that minute
+  (docs/aggregation.md, "Time alignment").
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from mondemand.backends.rrdcached import (
 )
 from mondemand.backends.series import (
     AGG,
+    AGG_CONTEXT_KEY,
     MD,
     PathRegistry,
     ProgIdFilter,
@@ -48,9 +54,10 @@ from mondemand.backends.series import (
 
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
-from mondemand.messages.stats_fast import PROG_ID
+from mondemand.messages.stats_fast import COLLECT_TIME, CONTEXT, PROG_ID, StatsRecord
 from mondemand.options import DAY, HOUR, Option, OptionError
 from mondemand.plugin_api import Backend
+from mondemand.rollup import ROLLUP_OPTIONS, MinuteRollup, partial_context
 from mondemand.runner import RateLimitedLog
 
 #: The one data source of every file, as in the reference.
@@ -197,6 +204,7 @@ class RrdBackend(Backend):
                help="how to store metrics of a type this server does not know"),
         Option("max_future", "duration", 600.0, minimum=0, maximum=DAY,
                help="refuse samples stamped further ahead of this server's clock (one would block its file)"),
+        *ROLLUP_OPTIONS,
     )
 
     @classmethod
@@ -230,6 +238,9 @@ class RrdBackend(Backend):
         self.counts: Counter[str] = Counter()
         self.series = 0
         self.max_future = float(cfg["max_future"])
+        self.rollup = (getattr(self, "_adopted_rollup", None) or MinuteRollup(float(cfg["rollup_lateness"]))
+                       if cfg["rollup"] else None)
+        self._aggregate_contexts: dict[tuple[tuple[str, str], ...], bool] = {}
         self.client: RrdcachedClient | None = None
         self._retry_at = 0.0
         self._backoff = 0.0
@@ -242,7 +253,23 @@ class RrdBackend(Backend):
             except RrdcachedError as exc:
                 self.log.warning("%s; will retry", exc)
 
+    def takeover(self, previous: Backend) -> None:
+        """Adopt a failed instance's open partial minutes (`abandon` left them unwritten)."""
+        self._adopted_rollup = getattr(previous, "_handover", None) or getattr(previous, "rollup", None)
+
+    def abandon(self) -> None:
+        """Close without writing the open partial minutes: the replacement takes them over."""
+        self._handover, self.rollup = self.rollup, None
+        self.close()
+
+    def flush(self) -> None:
+        """Store the partial minutes that are over."""
+        if self.rollup is not None:
+            self._store_minutes(self.rollup.due())
+
     def close(self) -> None:
+        if self.rollup is not None:
+            self._store_minutes(self.rollup.drain())
         if self.client is not None:
             self.client.close()
 
@@ -256,15 +283,17 @@ class RrdBackend(Backend):
         for name in ("written", "created", "rejected", "filtered", "dropped", "errors", "bad_names",
                      "create_errors", "daemon_errors", "ignored_messages", "recreated", "future"):
             values[name] = self.counts[name]
+        if getattr(self, "rollup", None) is not None:
+            values.update(self.rollup.counters())  # type: ignore[union-attr]
         return values
 
     # -- per batch ---------------------------------------------------------------
 
     def handle(self, batch: list[RawEvent]) -> None:
         touched: list[SeriesFile] = []
-        files = self.files
         counts = self.counts
         horizon = time.time() + self.max_future
+        rollup = self.rollup
         for raw in batch:
             record = raw.stats
             if record is None:
@@ -274,25 +303,71 @@ class RrdBackend(Backend):
                 counts["filtered"] += 1
                 continue
             try:
-                points = _checked(series_from_record(record, receipt_ms=raw.receipt_ms, unknown_as=self.unknown_as))
+                stripped = partial_context(record[CONTEXT]) if rollup is not None else None
+                if stripped is not None:
+                    minutes = rollup.add(record, stripped, raw.receipt_ms)  # type: ignore[union-attr]
+                    points = [p for minute in minutes for p in self._points(minute, None, minute=True)]
+                else:
+                    points = self._points(record, raw.receipt_ms)
             except Exception as exc:  # bad data in this event: it alone is dropped
                 self.reject(raw, exc)
                 continue
-            for key, timestamp, value in points:
-                entry = files.get(key)
-                if entry is None:
-                    entry = self._open(key)
-                if isinstance(entry, str):
-                    counts[entry] += 1
-                    continue
-                if timestamp > horizon:
-                    counts["future"] += 1
-                    self.ratelog.error("future", "%s: sample at %d is ahead of this server's clock; refused",
-                                       entry.path, timestamp)
-                    continue
-                if not entry.pending:
-                    touched.append(entry)
-                entry.pending.append((timestamp, value))
+            self._queue_points(points, touched, horizon)
+        self._write(touched)
+
+    def _points(self, record: StatsRecord, receipt_ms: int | None, minute: bool = False) -> list[SeriesPoint]:
+        """The record's points; a minute's record (a roll-up, an aggregate) all at collect_time + step."""
+        points = _checked(series_from_record(record, receipt_ms=receipt_ms, unknown_as=self.unknown_as))
+        collect = record[COLLECT_TIME]
+        if collect is not None and (minute or self._is_aggregate(record[CONTEXT])):
+            at = collect // 1000 + self.layout.step
+            points = [SeriesPoint(key, at, value) for key, _ts, value in points]
+        return points
+
+    def _is_aggregate(self, context: tuple[tuple[str, str], ...]) -> bool:
+        known = self._aggregate_contexts.get(context)
+        if known is None:
+            known = any(k == AGG_CONTEXT_KEY for k, _ in context)
+            if len(self._aggregate_contexts) >= 65536:
+                self._aggregate_contexts.clear()
+            self._aggregate_contexts[context] = known
+        return known
+
+    def _store_minutes(self, minutes: list[StatsRecord]) -> None:
+        if not minutes:
+            return
+        touched: list[SeriesFile] = []
+        horizon = time.time() + self.max_future
+        for minute in minutes:
+            try:
+                points = self._points(minute, None, minute=True)
+            except Exception as exc:  # checked on the way in; a value beyond a double after adding up
+                self.counts["errors"] += 1
+                self.ratelog.error("minute", "a rolled-up minute of %s is not stored: %s", minute[PROG_ID], exc)
+                continue
+            self._queue_points(points, touched, horizon)
+        self._write(touched)
+
+    def _queue_points(self, points: list[SeriesPoint], touched: list[SeriesFile], horizon: float) -> None:
+        files = self.files
+        counts = self.counts
+        for key, timestamp, value in points:
+            entry = files.get(key)
+            if entry is None:
+                entry = self._open(key)
+            if isinstance(entry, str):
+                counts[entry] += 1
+                continue
+            if timestamp > horizon:
+                counts["future"] += 1
+                self.ratelog.error("future", "%s: sample at %d is ahead of this server's clock; refused",
+                                   entry.path, timestamp)
+                continue
+            if not entry.pending:
+                touched.append(entry)
+            entry.pending.append((timestamp, value))
+
+    def _write(self, touched: list[SeriesFile]) -> None:
         if touched:
             if self.client is None:
                 self._write_direct(touched)

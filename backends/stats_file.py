@@ -11,6 +11,10 @@ statsets and its `send_time` for the rest, the ReceiptTime when that is
 missing, as the reference formatter does. The date directories follow the
 same time, so one message may touch two days' files around midnight. Context
 pairs are written sorted by key, whatever order they were sent in.
+
+DaTtSs partials (a `partial_interval_ms` context) are rolled up first
+(`mondemand.rollup`): one line per field of each source's 1-minute partial,
+stamped at the minute's start, without the interval key in the context.
 """
 
 from __future__ import annotations
@@ -23,16 +27,18 @@ from mondemand.backends.textfiles import DatedTextBackend, escape_field, format_
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages import MetricType, Statset
-from mondemand.messages.stats_fast import StatsRecord
+from mondemand.messages.stats_fast import CONTEXT, StatsRecord
+from mondemand.plugin_api import Backend
+from mondemand.rollup import ROLLUP_OPTIONS, MinuteRollup, partial_context
 
 _COUNTER, _GAUGE, _STATSET = MetricType.COUNTER.value, MetricType.GAUGE.value, MetricType.STATSET.value
 
 
-def fallback_ms(raw: RawEvent, receipt_time: int | None) -> int:
+def fallback_ms(raw: RawEvent | None, receipt_time: int | None) -> int:
     """The ReceiptTime to use when a message has no usable time of its own (now, if even that is unusable)."""
     if valid_ms(receipt_time):
         return receipt_time  # type: ignore[return-value]
-    if valid_ms(raw.receipt_ms):
+    if raw is not None and valid_ms(raw.receipt_ms):
         return raw.receipt_ms
     return int(time.time() * 1000)
 
@@ -42,9 +48,12 @@ class StatsFileBackend(DatedTextBackend):
 
     type_name = "stats_file"
     needs = "stats"
+    options = DatedTextBackend.options + ROLLUP_OPTIONS
 
     def start(self) -> None:
         super().start()
+        self.rollup = (getattr(self, "_adopted_rollup", None) or MinuteRollup(float(self.config["rollup_lateness"]))
+                       if self.config["rollup"] else None)
         self.stats_sent_count = 0
         self.unwritten_metrics = 0
         #: (host, prog_id, context) -> (escaped head columns, escaped context column); senders repeat them.
@@ -57,12 +66,42 @@ class StatsFileBackend(DatedTextBackend):
                 self.skipped_events += 1
                 continue
             try:
-                self._add_record(raw, record)
+                stripped = partial_context(record[CONTEXT]) if self.rollup is not None else None
+                if stripped is None:
+                    self._add_record(raw, record)
+                else:
+                    for minute in self.rollup.add(record, stripped, raw.receipt_ms):  # type: ignore[union-attr]
+                        self._add_record(None, minute)
             except Exception as exc:  # bad data in this event: it alone is dropped
                 self.reject(raw, exc)
         self.write_pending()
 
-    def _add_record(self, raw: RawEvent, record: StatsRecord) -> None:
+    def takeover(self, previous: Backend) -> None:
+        """Adopt a failed instance's open partial minutes (`abandon` left them unwritten)."""
+        self._adopted_rollup = getattr(previous, "_handover", None) or getattr(previous, "rollup", None)
+
+    def abandon(self) -> None:
+        """Close without writing the open partial minutes: the replacement takes them over."""
+        self._handover, self.rollup = self.rollup, None
+        self.close()
+
+    def flush(self) -> None:
+        """Write the partial minutes that are over, then close idle files."""
+        if self.rollup is not None:
+            self._add_minutes(self.rollup.due())
+        super().flush()
+
+    def close(self) -> None:
+        if self.rollup is not None:
+            self._add_minutes(self.rollup.drain())
+        super().close()
+
+    def _add_minutes(self, minutes: list[StatsRecord]) -> None:
+        for minute in minutes:
+            self._add_record(None, minute)
+        self.write_pending()
+
+    def _add_record(self, raw: RawEvent | None, record: StatsRecord) -> None:
         prog_id, host, context, send_time, collect_time, receipt_time, types, names, values = record
         fallback = fallback_ms(raw, receipt_time)
         send_ms = send_time if valid_ms(send_time) else fallback
@@ -103,8 +142,9 @@ class StatsFileBackend(DatedTextBackend):
         return columns
 
     def counters(self) -> dict[str, float]:
+        rollup = self.rollup.counters() if getattr(self, "rollup", None) is not None else {}
         return {**super().counters(), "stats_sent_count": self.stats_sent_count,
-                "unwritten_metrics": self.unwritten_metrics}
+                "unwritten_metrics": self.unwritten_metrics, **rollup}
 
 
 def _is_number(value: Any) -> bool:

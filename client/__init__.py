@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from mondemand.client.core import Client, ClientError
 from mondemand.client.dattss import Process, parse_value, process
+from mondemand.client.loghandler import MondemandLogHandler
 from mondemand.client.partials import Partial, PartialError, combine
 from mondemand.client.transports import HttpTransport, Transport, TransportError, UdpTransport, transport_from_url
 
@@ -20,6 +21,7 @@ __all__ = [
     "Client",
     "ClientError",
     "HttpTransport",
+    "MondemandLogHandler",
     "Partial",
     "PartialError",
     "Process",

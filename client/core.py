@@ -229,7 +229,8 @@ class Client:
                 extra_gauges, extra_counters = self.process_stats.read()
                 gauges.update(extra_gauges)
                 counters.update(extra_counters)
-            events = self.stats_events(counters, gauges, samples, self._extra_metrics(extra)) + self.log_events(lines)
+            events = self.stats_events(counters, gauges, samples, self._extra_metrics(extra),
+                                       collect_time=self._collect_time()) + self.log_events(lines)
             return sum(self._deliver(encode(event)) for event in events)
 
     def stats_events(
@@ -238,15 +239,19 @@ class Client:
         gauges: Mapping[str, int],
         samples: Mapping[str, SampleSet],
         extra: Sequence[Metric] = (),
+        collect_time: int | None = None,
     ) -> list[Event]:
-        """StatsMsg events for these values, split under max_metrics and the datagram size; none when empty."""
+        """StatsMsg events for these values, split under max_metrics and the datagram size; none when empty.
+
+        `collect_time` (ms) is the start of the interval the values cover, when the caller knows it.
+        """
         metrics = [Metric(MetricType.COUNTER, k, v) for k, v in counters.items()]
         metrics += [Metric(MetricType.GAUGE, k, v) for k, v in gauges.items()]
         metrics += [Metric(MetricType.STATSET, k, s.statset(self.statset_fields)) for k, s in samples.items()]
         metrics += extra
         if not metrics:
             return []
-        msg = StatsMsg(self.prog_id, self.host, self.context, metrics, send_time=_now_ms())
+        msg = StatsMsg(self.prog_id, self.host, self.context, metrics, send_time=_now_ms(), collect_time=collect_time)
         return msg.to_lwes(max_metrics=self.max_metrics, max_size=MAX_DATAGRAM)
 
     def log_events(self, lines: list[LogLine]) -> list[Event]:
@@ -295,6 +300,10 @@ class Client:
 
     def _take_extra_locked(self) -> Any:
         """Subclasses take their pending data here, while the lock is held."""
+        return None
+
+    def _collect_time(self) -> int | None:
+        """The collect_time of the StatsMsg of this flush (subclasses that know the interval start); None."""
         return None
 
     def _extra_metrics(self, taken: Any) -> list[Metric]:

@@ -11,6 +11,7 @@ mergeable sketch (`mondemand.sketch.Sketch`).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -65,6 +66,13 @@ class Process(Client):
     def _init_state(self) -> None:
         super()._init_state()
         self._aggs: dict[str, tuple[str, list[int]]] = {}
+        self._interval_start = int(time.time() * 1000)
+
+    def _collect_time(self) -> int:
+        """The start of the interval this flush covers (the previous flush): the server's roll-up and `agg`
+        put a partial in the minute of its collect_time."""
+        start, self._interval_start = self._interval_start, int(time.time() * 1000)
+        return start
 
     def agg(self, name: str, value: str) -> None:
         """Record one value such as "1c", "153ms" or "23g" for metric `name`.

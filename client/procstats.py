@@ -1,23 +1,22 @@
-"""Process statistics for `Client(process_stats=True)`, from the standard library and /proc only.
+"""Process statistics for `Client(process_stats=True)`, read through `psutil` on Linux, macOS and Windows.
 
-Gauges: `process_uptime_s`, `process_rss_bytes`, `process_cpu_pct` (CPU time
-over wall time since the previous reading, 100 = one core busy),
-`process_open_fds`, `process_threads`. Counters (cumulative):
-`process_log_errors`, `process_log_warnings`, counted by a `logging.Handler`
-on the root logger. On systems without /proc, RSS falls back to the peak RSS of
-`resource.getrusage` and the fd gauge is left out.
+Gauges: `process_uptime_s` (since the process started, from psutil's create
+time), `process_rss_bytes`, `process_cpu_pct` (CPU time over wall time since
+the previous reading, 100 = one core busy), `process_open_fds` (open file
+descriptors on POSIX, open handles on Windows; left out where psutil cannot
+tell), `process_threads`. Counters (cumulative): `process_log_errors`,
+`process_log_warnings`, counted by a `logging.Handler` on the root logger.
+The dashboard's process panel reads these (docs/dashboard.md).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import resource
-import sys
-import threading
 import time
 
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+import psutil
+
+__all__ = ["LogCounter", "ProcessStats"]
 
 
 class LogCounter(logging.Handler):
@@ -36,44 +35,40 @@ class LogCounter(logging.Handler):
             self.warnings += 1
 
 
-def rss_bytes() -> int:
-    """Resident set size now (/proc/self/statm), else the peak from getrusage."""
+def _handles(proc: psutil.Process) -> int | None:
+    """Open file descriptors (POSIX) or handles (Windows); None where psutil cannot read them."""
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * _PAGE
-    except OSError:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024
-
-
-def open_fds() -> int | None:
-    """Open file descriptors (/proc/self/fd), None where that is unavailable."""
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return None
-
-
-def thread_count() -> int:
-    """OS threads of the process (/proc/self/status), else the Python threads."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1])
-    except OSError:
+        if hasattr(proc, "num_fds"):
+            return proc.num_fds()
+        if hasattr(proc, "num_handles"):
+            return proc.num_handles()
+    except (psutil.Error, OSError):
         pass
-    return threading.active_count()
+    return None
 
 
 class ProcessStats:
     """Reads the gauges; one instance per client so CPU % covers the time since its previous reading."""
 
     def __init__(self) -> None:
-        self.started = time.monotonic()
         self.log_counter = LogCounter()
-        self._last_wall = self.started
-        self._last_cpu = time.process_time()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.proc = psutil.Process()
+        try:
+            self.created = self.proc.create_time()
+        except (psutil.Error, OSError):
+            self.created = time.time()
+        self._last_wall = time.monotonic()
+        self._last_cpu = self._cpu()
+
+    def _cpu(self) -> float:
+        try:
+            times = self.proc.cpu_times()
+            return times.user + times.system
+        except (psutil.Error, OSError):
+            return time.process_time()
 
     def install(self) -> None:
         """Start counting log records on the root logger."""
@@ -84,25 +79,25 @@ class ProcessStats:
         logging.getLogger().removeHandler(self.log_counter)
 
     def reset_after_fork(self) -> None:
-        """A forked child starts its own uptime, CPU window and log counts."""
-        self.started = self._last_wall = time.monotonic()
-        self._last_cpu = time.process_time()
+        """A forked child is another process: its own uptime, CPU window and log counts."""
+        self._reset()
         self.log_counter.errors = self.log_counter.warnings = 0
 
     def read(self) -> tuple[dict[str, int], dict[str, int]]:
         """(gauges, counters) as they are now."""
-        wall, cpu = time.monotonic(), time.process_time()
+        wall, cpu = time.monotonic(), self._cpu()
         elapsed = wall - self._last_wall
         cpu_pct = 100.0 * (cpu - self._last_cpu) / elapsed if elapsed > 0 else 0.0
         self._last_wall, self._last_cpu = wall, cpu
-        gauges = {
-            "process_uptime_s": round(wall - self.started),
-            "process_rss_bytes": rss_bytes(),
-            "process_cpu_pct": round(cpu_pct),
-            "process_threads": thread_count(),
-        }
-        fds = open_fds()
-        if fds is not None:
-            gauges["process_open_fds"] = fds
+        gauges = {"process_uptime_s": max(0, round(time.time() - self.created)), "process_cpu_pct": round(cpu_pct)}
+        try:
+            with self.proc.oneshot():
+                gauges["process_rss_bytes"] = self.proc.memory_info().rss
+                gauges["process_threads"] = self.proc.num_threads()
+        except (psutil.Error, OSError):
+            pass
+        handles = _handles(self.proc)
+        if handles is not None:
+            gauges["process_open_fds"] = handles
         counters = {"process_log_errors": self.log_counter.errors, "process_log_warnings": self.log_counter.warnings}
         return gauges, counters

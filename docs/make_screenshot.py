@@ -6,7 +6,7 @@ Run from the repository root after `make setup` (needs Debian's chromium and chr
 
 It starts the real mondemand-server with an rrd and a dashboard backend,
 sends a week-ago and an earlier-today curve, a live value and two log lines,
-opens the page, clicks a metric and saves the screenshot.
+opens the page, clicks the DaTtSs metric and saves the screenshot.
 """
 
 from __future__ import annotations
@@ -34,13 +34,19 @@ def main(out: Path) -> None:
             emit("-p", str(port), "stats", "--prog-id", scenario.PROG, "--host-name", "web01", "--gauge", "queue=57",
                  "--statset", "latency=12:540:31:70:45")
             emit("-p", str(port), "stats", "--prog-id", "billing", "--host-name", "pay01", "--counter", "invoices=920")
+            for host, errors, rss in (("web01", 3, 61_000_000), ("web02", 0, 48_500_000)):
+                for at, count in (("-60s", 0), ("now", errors)):
+                    emit("-p", str(port), "stats", "--prog-id", scenario.PROG, "--host-name", host, "--time", at,
+                         "--gauge", "process_uptime_s=86000", "--gauge", f"process_rss_bytes={rss}",
+                         "--gauge", "process_cpu_pct=7", "--counter", f"process_log_errors={count}",
+                         "--counter", "process_log_warnings=1")
             emit("-p", str(port), "log", "--prog-id", scenario.PROG, "--host-name", "web02", "--priority", "warning",
                  "-m", "queue above 50 for 5 minutes", "--file", "queue.c", "--line", "88")
             emit("-p", str(port), "log", "--prog-id", scenario.PROG, "--host-name", "web01", "--priority", "error",
                  "-m", "disk full on /var/spool", "--file", "store.c", "--line", "42")
-            driver = scenario.chromium(1600, 1250)
+            driver = scenario.chromium(1600, 1500)
             driver.get(f"http://127.0.0.1:{dashboard_port}/#prog={scenario.PROG}")
-            row = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, '#series tr[data-name="queue"]'),
+            row = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, '#series tr[data-name="query"]'),
                            what="the series table")[0]
             row.click()
             wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#charts .chart[data-today-points]"),

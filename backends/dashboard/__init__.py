@@ -92,6 +92,10 @@ class DashboardBackend(Backend):
                help="how often open pages are brought up to date"),
         Option("max_streams", "int", 64, minimum=1, help="most pages open at once"),
         Option("title", "str", "mondemand", help="shown in the page's heading"),
+        Option("alerts_url", "str", "", help="the alerts backend's state document (the server's http://HOST:PORT"
+                                             "/alerts), for the alert view; empty: no alert view"),
+        Option("alerts_state_file", "str", "", help="the alerts backend's state_file (relative: to the config "
+                                                    "directory); silences and acks go beside it"),
     )
 
     @classmethod
@@ -116,9 +120,15 @@ class DashboardBackend(Backend):
             self.history = History(Path(cfg["rrd_root"]).absolute(), local_timezone(cfg["timezone"]),
                                    cfg["rrd_daemon"])
         self._pruned = time.monotonic()
+        alerts = None
+        if cfg["alerts_url"]:
+            from .alerts_view import AlertsLink
+
+            state_file = cfg["alerts_state_file"]
+            alerts = AlertsLink(cfg["alerts_url"], (self.context.config_dir / state_file) if state_file else None)
         self.web = WebServer(
             lambda: Dashboard(self.state, self.history, title=cfg["title"], push_interval=float(cfg["push_interval"]),
-                              max_streams=int(cfg["max_streams"]), counters=self.counters),
+                              max_streams=int(cfg["max_streams"]), counters=self.counters, alerts=alerts),
             cfg["address"], int(cfg["port"]), self.name)
         self.web.start()
         self.log.info("dashboard at %s", self.web.url)

@@ -23,12 +23,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mondemand.client.partials import BOT10_SUFFIX, PARTIAL_CONTEXT_KEY, TOP10_SUFFIX, tail_size
+
 from mondemand.messages.log import LogMsg, Priority
-from mondemand.messages.stats import StatsMsg
+from mondemand.messages.stats import Metric, MetricType, StatsMsg
 
 from ..series import AGG_CONTEXT_KEY, SeriesKey, series_from_stats
 
-__all__ = ["ErrorLine", "HostLive", "LiveState", "SeriesLive", "moving_average", "window_rate"]
+__all__ = ["PROCESS_STATS", "ErrorLine", "HostLive", "LiveState", "SeriesLive", "moving_average", "window_rate"]
+
+#: The client's process statistics (client/procstats.py) shown in the process panel.
+PROCESS_STATS = frozenset(("process_uptime_s", "process_rss_bytes", "process_cpu_pct", "process_threads",
+                           "process_log_errors", "process_log_warnings"))
 
 
 def moving_average(samples: Iterable[tuple[float, float]], now: float, window: float) -> float | None:
@@ -171,6 +177,8 @@ class LiveState:
         return entry
 
     def _add_stats(self, msg: StatsMsg, received: float) -> None:
+        if PARTIAL_CONTEXT_KEY in msg.context:
+            msg = as_minute_shape(msg)
         points = list(series_from_stats(msg, now=received))
         for point in points:
             float(point.value)  # OverflowError, before anything changes, for a value the page could not average
@@ -191,7 +199,7 @@ class LiveState:
             samples = entry.samples
             samples.append((timestamp, value))
             cutoff = received - self.window
-            while samples and samples[0][0] <= cutoff:
+            while len(samples) > 2 and samples[0][0] <= cutoff:  # the last two stay: the process panel's rates
                 samples.popleft()
             self.counts["samples"] += 1
 
@@ -232,12 +240,19 @@ class LiveState:
         return "live" if now - last_seen <= self.stale_after else "stopped"
 
     def processes(self, now: float) -> list[dict[str, Any]]:
-        """Every prog_id with its hosts, each with last-seen time, age and status; live programs first."""
+        """Every prog_id with its hosts, each with last-seen time, age and status; live programs first.
+
+        A host whose client sends process statistics (`Client(process_stats=True)`)
+        also gets `process`: uptime, memory, CPU and errors and warnings per minute.
+        """
         with self.lock:
             hosts = list(self._hosts.values())
             per_prog: dict[str, int] = {}
+            health: dict[tuple[str, str], dict[str, tuple[float, list[tuple[float, float]]]]] = {}
             for s in self._series.values():
                 per_prog[s.key.prog_id] = per_prog.get(s.key.prog_id, 0) + 1
+                if s.key.name in PROCESS_STATS and s.key.metric_type in ("gauge", "counter"):
+                    health.setdefault((s.key.prog_id, s.key.host), {})[s.key.name] = (s.value, list(s.samples))
         programs: dict[str, dict[str, Any]] = {}
         for h in sorted(hosts, key=lambda h: (h.prog_id, h.host)):
             prog = programs.setdefault(h.prog_id, {"prog_id": h.prog_id, "hosts": [], "last_seen": 0.0,
@@ -246,6 +261,7 @@ class LiveState:
                 "host": h.host, "first_seen": h.first_seen, "last_seen": h.last_seen,
                 "age": max(0.0, now - h.last_seen), "status": self.status(h.last_seen, now),
                 "stats_events": h.stats_events, "log_events": h.log_events,
+                "process": self._health(health.get((h.prog_id, h.host)), now),
             })
             prog["last_seen"] = max(prog["last_seen"], h.last_seen)
         result = list(programs.values())
@@ -254,6 +270,27 @@ class LiveState:
             prog["live_hosts"] = sum(1 for h in prog["hosts"] if h["status"] == "live")
         result.sort(key=lambda p: (p["status"] != "live", p["prog_id"]))
         return result
+
+    def _health(self, stats: dict[str, tuple[float, list[tuple[float, float]]]] | None,
+                now: float) -> dict[str, Any] | None:
+        """The process panel's numbers from the client's process_* series; None when it sends none."""
+        if not stats:
+            return None
+        out: dict[str, Any] = {}
+        for name, label in (("process_uptime_s", "uptime_s"), ("process_rss_bytes", "rss_bytes"),
+                            ("process_cpu_pct", "cpu_pct"), ("process_threads", "threads")):
+            if name in stats:
+                out[label] = stats[name][0]
+        # Cumulative counters: the increase between the last two reports, per minute (None before a second
+        # report, or after a restart, when the count went down).
+        for name, label in (("process_log_errors", "errors_per_min"), ("process_log_warnings", "warnings_per_min")):
+            if name in stats:
+                samples = sorted(stats[name][1])[-2:]
+                rate = None
+                if len(samples) == 2 and samples[1][0] > samples[0][0] and samples[1][1] >= samples[0][1]:
+                    rate = round((samples[1][1] - samples[0][1]) * 60 / (samples[1][0] - samples[0][0]), 2)
+                out[label] = rate
+        return out
 
     def series(self, prog_id: str, now: float) -> list[dict[str, Any]]:
         """The series of `prog_id`: value, 1-minute average (counters: rate per second), age and status.
@@ -294,6 +331,27 @@ class LiveState:
         """How much is held: series, hosts, error lines."""
         with self.lock:
             return {"series": len(self._series), "hosts": len(self._hosts), "errors": len(self._errors)}
+
+
+def as_minute_shape(msg: StatsMsg) -> StatsMsg:
+    """A DaTtSs partials message in the shape the storage backends store its minute in.
+
+    The interval key leaves the context (it is not part of series identity),
+    and the BOT10/TOP10 sums become the means `NAME.bot10`/`NAME.top10`, so
+    the live rows match the stored series the charts read.
+    """
+    counts = {m.name: m.value.count for m in msg.metrics if m.type is MetricType.STATSET}
+    metrics = []
+    for m in msg.metrics:
+        suffix = next((s for s in (BOT10_SUFFIX, TOP10_SUFFIX) if m.name.endswith(s)), None)
+        base = m.name[: -len(suffix)] if suffix else None
+        if m.type is MetricType.GAUGE and base is not None and counts.get(base):
+            mean_suffix = ".bot10" if suffix == BOT10_SUFFIX else ".top10"
+            metrics.append(Metric(MetricType.GAUGE, base + mean_suffix, round(m.value / tail_size(counts[base]))))
+        else:
+            metrics.append(m)
+    context = {k: v for k, v in msg.context.items() if k != PARTIAL_CONTEXT_KEY}
+    return StatsMsg(msg.prog_id, msg.host, context, metrics, send_time=msg.send_time, collect_time=msg.collect_time)
 
 
 def metric_context(key: SeriesKey) -> list[list[str]]:

@@ -31,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .alerts_view import AlertsLink, AlertsViewError
 from .history import History, HistoryError
 from .state import LiveState, series_json, series_order
 
@@ -66,9 +67,10 @@ class Dashboard:
     """Request handlers over one `LiveState` and an optional `History`."""
 
     def __init__(self, state: LiveState, history: History | None, *, title: str, push_interval: float,
-                 max_streams: int, counters: Callable[[], dict[str, float]]) -> None:
+                 max_streams: int, counters: Callable[[], dict[str, float]], alerts: AlertsLink | None = None) -> None:
         self.state = state
         self.history = history
+        self.alerts = alerts
         self.title = title
         self.push_interval = push_interval
         self.max_streams = max_streams
@@ -155,10 +157,62 @@ class Dashboard:
             context.append((k, v))
         try:
             result = await asyncio.get_running_loop().run_in_executor(
-                None, self.history.curves, q["prog_id"], q["name"], q["host"], q["kind"], context, time.time())
+                None, self.history.curves, q["prog_id"], q["name"], q["host"], q["kind"], context, time.time(),
+                q.get("range", "day"))
         except HistoryError as exc:
             return _json({"error": str(exc)}, 400)
         return _json(result)
+
+    async def api_alerts(self, request: web.Request) -> web.Response:
+        """The alerts backend's rules, series (with silences and acks) and recent transitions."""
+        self.requests += 1
+        if self.alerts is None:
+            return _json({"error": "the alert view is off: set alerts_url in the dashboard's section"}, 404)
+        try:
+            return _json(await asyncio.get_running_loop().run_in_executor(None, self.alerts.document))
+        except AlertsViewError as exc:
+            return _json({"error": str(exc)}, exc.status)
+
+    async def api_alerts_change(self, request: web.Request) -> web.Response:
+        """POST /api/alerts/silence {rule, series|null, seconds} or /api/alerts/ack {rule, series}.
+
+        Only JSON bodies from this page's own origin are taken, so another site
+        open in the same browser cannot post here (a cross-origin JSON POST
+        needs a preflight this server never answers).
+        """
+        self.requests += 1
+        if self.alerts is None:
+            return _json({"error": "the alert view is off: set alerts_url in the dashboard's section"}, 404)
+        origin = request.headers.get("Origin")
+        if request.content_type != "application/json" or (origin is not None and origin.split("://", 1)[-1]
+                                                           != request.host):
+            return _json({"error": "send application/json from the dashboard's own page"}, 403)
+        try:
+            body = await request.json()
+        except ValueError:
+            return _json({"error": "the body is not JSON"}, 400)
+        if not isinstance(body, dict) or not isinstance(body.get("rule"), str):
+            return _json({"error": "expected {rule, series, ...}"}, 400)
+        series = body.get("series")
+        if series is not None and not isinstance(series, str):
+            return _json({"error": "series must be a series key or null"}, 400)
+        action = request.match_info["action"]
+        try:
+            if action == "silence":
+                seconds = body.get("seconds")
+                if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+                    return _json({"error": "seconds must be a number"}, 400)
+                call = lambda: self.alerts.silence(body["rule"], series, float(seconds))  # noqa: E731
+            elif series is None:
+                return _json({"error": "an acknowledgement names one series"}, 400)
+            else:
+                call = lambda: self.alerts.acknowledge(body["rule"], series)  # noqa: E731
+            entry = await asyncio.get_running_loop().run_in_executor(None, call)
+        except AlertsViewError as exc:
+            return _json({"error": str(exc)}, exc.status)
+        except OSError as exc:
+            return _json({"error": f"cannot write the silences file: {exc}"}, 500)
+        return _json({"ok": True, action: entry})
 
     async def api_stream(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
@@ -207,6 +261,8 @@ def build_app(dashboard: Dashboard) -> web.Application:
     app.router.add_get("/api/errors", dashboard.api_errors)
     app.router.add_get("/api/history", dashboard.api_history)
     app.router.add_get("/api/stream", dashboard.api_stream)
+    app.router.add_get("/api/alerts", dashboard.api_alerts)
+    app.router.add_post("/api/alerts/{action:silence|ack}", dashboard.api_alerts_change)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     return app
 

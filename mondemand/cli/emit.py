@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
 import socket
 import struct
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -163,6 +165,84 @@ class IPv4(click.ParamType):
             return str(ipaddress.IPv4Address(value))
         except ValueError:
             self.fail(f"{value!r} is not an IPv4 address", param, ctx)
+
+
+_RELATIVE = re.compile(r"[+-]\d+(?:ms|s|m|h|d|w)(?:[+-]?\d+(?:ms|s|m|h|d|w))*")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_PART = re.compile(r"([+-]?)(\d+)(ms|s|m|h|d|w)")
+
+
+def parse_time(text: str, now: float | None = None) -> int:
+    """`now`, a time relative to now (`-7d`, `-1h30m`, `-7d+2h`), or an ISO time -> ms since the epoch.
+
+    An ISO time without an offset is local time; a bare date is its local midnight.
+    ValueError for anything else.
+    """
+    text = text.strip()
+    base_ms = int((time.time() if now is None else now) * 1000)
+    if text == "now":
+        return base_ms
+    if _RELATIVE.fullmatch(text):
+        total, sign = 0, 1
+        for mark, n, unit in _PART.findall(text):  # a part without a sign takes the one before it: -1h30m
+            sign = {"+": 1, "-": -1}.get(mark, sign)
+            total += sign * int(n) * _UNIT_MS[unit]
+        return base_ms + total
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("expected now, a relative time such as -7d or -90m, or an ISO time such as "
+                         "2026-11-24T13:00 or 2026-11-24") from None
+    return int(when.timestamp() * 1000)
+
+
+def parse_step(text: str) -> int:
+    """A duration such as `60s`, `1m`, `5m`, `1h` (a bare number is seconds) -> ms; ValueError if not positive."""
+    text = text.strip()
+    ms = int(float(text) * 1000) if re.fullmatch(r"\d+(\.\d+)?", text) else None
+    if ms is None:
+        if not _RELATIVE.fullmatch("+" + text):
+            raise ValueError("expected a duration such as 60s, 1m or 1h")
+        ms = parse_time("+" + text, now=0)
+    if ms <= 0:
+        raise ValueError("must be positive")
+    return ms
+
+
+class TimeType(click.ParamType):
+    """`--time`: now, -7d, -90m, or an ISO time -> ms since the epoch."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_time(str(value))
+        except ValueError as exc:
+            _option_error(param, ctx, f"{value}: {exc}")
+
+
+class StepType(click.ParamType):
+    """`--step`: a duration -> ms."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_step(str(value))
+        except ValueError as exc:
+            _option_error(param, ctx, f"{value}: {exc}")
+
+
+def _time_option(f: Any) -> Any:
+    return click.option(
+        "--time", "at", type=TimeType(), default=None,
+        help="Event time: now, relative (-7d, -90m, -7d+2h) or ISO (2026-11-24T13:00, a date = its local "
+        "midnight; no offset = local time) [default: now].",
+    )(f)
 
 
 def _reason(exc: Exception) -> str:
@@ -357,6 +437,10 @@ def _context_option(f: Any) -> Any:
     show_default=True,
     help="Most metrics in one event; more are split over several events.",
 )
+@_time_option
+@click.option("--until", type=TimeType(), default=None,
+              help="Backfill: send the message at --time, then every --step, up to and including this time.")
+@click.option("--step", type=StepType(), default="60s", show_default=True, help="Spacing of --until's messages.")
 def stats(
     prog_id: str,
     host_name: str | None,
@@ -365,6 +449,9 @@ def stats(
     statsets: tuple[tuple[str, Statset], ...],
     context: tuple[tuple[str, str], ...],
     max_metrics: int,
+    at: int | None,
+    until: int | None,
+    step: int,
 ) -> None:
     """Send a MonDemand::StatsMsg.
 
@@ -376,18 +463,36 @@ def stats(
     Examples:
       mondemand-emit stats --prog-id myapp --counter requests=1234 --gauge queue_depth=17
       mondemand-emit stats --prog-id svc --statset latency=5:100:10:30 -c cluster=eu
+      mondemand-emit stats --prog-id shop --gauge queue=3 --time -7d --until -6d --step 1m
+
+    With --time the message's send_time and collect_time are that time; with
+    --until one message is sent per --step from --time to --until (a
+    backfill: counters then grow by their value at each step).
     """
     metrics = [Metric(MetricType.COUNTER, k, v) for k, v in counters]
     metrics += [Metric(MetricType.GAUGE, k, v) for k, v in gauges]
     metrics += [Metric(MetricType.STATSET, k, v) for k, v in statsets]
     if not metrics:
         raise click.UsageError("give at least one --counter, --gauge or --statset")
+    if until is not None and at is None:
+        raise click.UsageError("--until needs --time (where the backfill starts)")
+    times: list[int | None] = [at]
+    if until is not None and at is not None:
+        if until < at:
+            raise click.UsageError("--until is before --time")
+        if (until - at) // step >= 1_000_000:
+            raise click.UsageError("--until is more than a million --step after --time")
+        times = list(range(at, until + 1, step))
     host, ctxt = _host_and_context(host_name, context)
-    msg = _build(StatsMsg, prog_id, host, ctxt, metrics)
-    try:
-        events = msg.to_lwes(max_metrics=max_metrics)
-    except MessageError as exc:
-        raise click.UsageError(str(exc)) from None
+    events = []
+    for n, when in enumerate(times):
+        grown = [Metric(MetricType.COUNTER, m.name, m.value * (n + 1)) if m.type is MetricType.COUNTER else m
+                 for m in metrics]
+        msg = _build(StatsMsg, prog_id, host, ctxt, grown, send_time=when, collect_time=when)
+        try:
+            events += msg.to_lwes(max_metrics=max_metrics)
+        except MessageError as exc:
+            raise click.UsageError(str(exc)) from None
     _emit(events)
 
 
@@ -403,6 +508,7 @@ def stats(
 @click.option("--trace-id", type=click.IntRange(0, 0xFFFFFFFFFFFFFFFF), default=None, help="uint64 trace id.")
 @_host_option
 @_context_option
+@_time_option
 def log(
     prog_id: str,
     priority: Priority,
@@ -413,6 +519,7 @@ def log(
     trace_id: int | None,
     host_name: str | None,
     context: tuple[tuple[str, str], ...],
+    at: int | None,
 ) -> None:
     """Send a MonDemand::LogMsg with one line.
 
@@ -423,7 +530,7 @@ def log(
     """
     host, ctxt = _host_and_context(host_name, context)
     entry = _build(LogLine, file_name, line, priority, message, repeat, trace_id)
-    _emit(to_events(_build(LogMsg, prog_id, host, ctxt, [entry])))
+    _emit(to_events(_build(LogMsg, prog_id, host, ctxt, [entry], send_time=at)))
 
 
 @main.command()
@@ -433,6 +540,7 @@ def log(
 @click.option("--message", "-m", required=True, help="Trace message.")
 @click.option("--src-host", default=None, help="Sending host [default: this machine's name].")
 @click.option("--field", "fields", type=KeyValue(), multiple=True, help="Extra string field (repeatable).")
+@_time_option
 def trace(
     prog_id: str,
     owner: str,
@@ -440,6 +548,7 @@ def trace(
     message: str,
     src_host: str | None,
     fields: tuple[tuple[str, str], ...],
+    at: int | None,
 ) -> None:
     """Send a MonDemand::TraceMsg.
 
@@ -447,7 +556,8 @@ def trace(
     Examples:
       mondemand-emit trace --prog-id myapp --owner alice --trace-id t-42 -m checkout --field cart="3 items"
     """
-    msg = _build(TraceMsg, prog_id, trace_id, owner, src_host or socket.gethostname(), message, dict(fields))
+    msg = _build(TraceMsg, prog_id, trace_id, owner, src_host or socket.gethostname(), message, dict(fields),
+                 send_time=at)
     _emit(to_events(msg))
 
 
@@ -457,20 +567,24 @@ def trace(
 @click.option("--timing", "timings", type=TimingType(), multiple=True, required=True, help="Span (repeatable).")
 @_host_option
 @_context_option
+@_time_option
 def perf(
     ident: str,
     caller_label: str,
     timings: tuple[Timing, ...],
     host_name: str | None,
     context: tuple[tuple[str, str], ...],
+    at: int | None,
 ) -> None:
-    """Send a MonDemand::PerfMsg; times are ms since the epoch.
+    """Send a MonDemand::PerfMsg; times are ms since the epoch, or ms after --time when it is given.
 
     \b
     Examples:
       mondemand-emit perf --id req-1 --caller-label frontend --timing db:1700000000000:1700000000042
     """
     host, ctxt = _host_and_context(host_name, context)
+    if at is not None:
+        timings = tuple(_build(Timing, t.label, at + t.start, at + t.end) for t in timings)
     _emit(to_events(_build(PerfMsg, ident, caller_label, list(timings), host, ctxt)))
 
 
@@ -486,6 +600,7 @@ def perf(
     help="ms since the epoch [default: now].",
 )
 @_context_option
+@_time_option
 def annotation(
     ident: str,
     description: str,
@@ -493,6 +608,7 @@ def annotation(
     tags: tuple[str, ...],
     timestamp: int | None,
     context: tuple[tuple[str, str], ...],
+    at: int | None,
 ) -> None:
     """Send a MonDemand::AnnotationMsg.
 
@@ -500,7 +616,9 @@ def annotation(
     Examples:
       mondemand-emit annotation --id deploy-7 --description deploy --text v1.2.3 --tag release
     """
-    when = timestamp if timestamp is not None else int(time.time() * 1000)
+    if timestamp is not None and at is not None:
+        raise click.UsageError("give --timestamp or --time, not both")
+    when = timestamp if timestamp is not None else at if at is not None else int(time.time() * 1000)
     _emit(to_events(_build(AnnotationMsg, ident, when, description, text, list(tags), dict(context))))
 
 
@@ -575,7 +693,8 @@ def _split_typed(token: str) -> tuple[str, LwesType | None, str, str | None]:
     default=None,
     help="ESF file: look up omitted types (KEY=VALUE) and validate the event.",
 )
-def raw(name: str, attributes: tuple[str, ...], esf: Path | None) -> None:
+@_time_option
+def raw(name: str, attributes: tuple[str, ...], esf: Path | None, at: int | None) -> None:
     """Send any LWES event NAME with typed attributes.
 
     TYPE is an LWES type name: uint16, int16, uint32, int32, int64, uint64,
@@ -589,6 +708,8 @@ def raw(name: str, attributes: tuple[str, ...], esf: Path | None) -> None:
       mondemand-emit raw Demo n=uint16:7 who=string:me ok=boolean:true
       mondemand-emit raw Demo 'xs=int32[]:1,2,3' 'ys=nullable string[]:a,,c'
       mondemand-emit raw --esf events.esf MonDemand::StatsMsg prog_id=myapp num=0
+
+    --time adds an int64 `send_time` attribute with that time.
     """
     db = None
     if esf is not None:
@@ -619,6 +740,10 @@ def raw(name: str, attributes: tuple[str, ...], esf: Path | None) -> None:
             event.set(key, typ, parse_value(typ, text))
         except ValueError as exc:
             raise click.UsageError(f"{token}: {exc}") from None
+    if at is not None:
+        if "send_time" in event:
+            raise click.UsageError("give send_time=... or --time, not both")
+        event.set("send_time", LwesType.INT64, at)
     if db is not None:
         from mondemand.lwes.errors import ValidationError
 
@@ -629,4 +754,4 @@ def raw(name: str, attributes: tuple[str, ...], esf: Path | None) -> None:
     _emit([event])
 
 
-__all__ = ["main", "parse_scalar", "parse_value"]
+__all__ = ["main", "parse_scalar", "parse_step", "parse_time", "parse_value"]

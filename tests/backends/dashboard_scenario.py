@@ -14,6 +14,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mondemand.client.partials import PARTIAL_CONTEXT_KEY, Partial
+
 from mondemand.lwes import encode
 from mondemand.messages.stats import Metric, MetricType, Statset, StatsMsg
 from tests.e2e.harness import ServerProcess, free_port, send_udp, wait_for
@@ -83,6 +85,11 @@ def history_messages(now: float) -> list[StatsMsg]:
                 metrics = [Metric(MetricType.GAUGE, "queue", value + i), Metric(MetricType.STATSET, "latency", stats)]
                 messages.append(StatsMsg(PROG, host=host, metrics=metrics, send_time=ts * 1000,
                                          collect_time=ts * 1000))
+            # A DaTtSs process on web01: one partial a minute (the rrd backend rolls them up per minute).
+            samples = [value - 6 + (j * 7) % 20 for j in range(20)]
+            messages.append(StatsMsg(PROG, host="web01", context={PARTIAL_CONTEXT_KEY: "60000"},
+                                     metrics=Partial.from_samples(samples).to_metrics("query"),
+                                     send_time=ts * 1000 + 60_000, collect_time=ts * 1000))
             agg = Statset(count=21, sum=value * 20, min=value - 5, max=value + 10)
             messages.append(StatsMsg(PROG, host="all", context={"stat": "gauge"},
                                      metrics=[Metric(MetricType.STATSET, "latency", agg)],

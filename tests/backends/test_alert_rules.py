@@ -311,3 +311,30 @@ def test_restore_skips_malformed_entries():
     data["worse"] = {"state": "sideways"}
     again = make(above=100.0)
     assert again.restore(data) == 2 and again.firing == 1
+
+
+def test_no_data_ignores_aggregate_series_unless_the_rule_names_them():
+    # A no_data shorter than the agg interval: the once-a-minute aggregate must not fire it every minute.
+    state = make(metric="myapp:*", no_data=30.0)
+    assert gauge(state, 1, T0, host="all", context={"stat": "statset"}) == []
+    assert gauge(state, 1, T0, host="web01", context={"stat": "gauge"}) == []
+    gauge(state, 1, T0, host="web01")
+    assert len(state.series) == 1
+    fired = state.tick(T0 + 45)
+    assert [t.labels["host"] for t in fired] == ["web01"]
+    named = make(metric="myapp:*", host="all", no_data=90.0)
+    gauge(named, 1, T0, host="all", context={"stat": "statset"})
+    assert states(named.tick(T0 + 100)) == [FIRING]
+    by_context = make(metric="myapp:*", context=["stat=statset"], no_data=90.0)
+    gauge(by_context, 1, T0, host="all", context={"stat": "statset"})
+    assert states(by_context.tick(T0 + 100)) == [FIRING]
+
+
+def test_not_seen_ignores_the_aggregate_host_unless_named():
+    state = make(metric="myapp", not_seen=30.0)
+    assert state.seen("myapp", "all", T0) == [] and state.series == {}
+    state.seen("myapp", "web01", T0)
+    assert [t.labels["host"] for t in state.tick(T0 + 40)] == ["web01"]
+    named = make(metric="myapp", host="all", not_seen=30.0)
+    named.seen("myapp", "all", T0 + 1)
+    assert states(named.tick(T0 + 40)) == [FIRING]

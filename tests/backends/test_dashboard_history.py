@@ -66,7 +66,9 @@ def test_align_drops_rows_outside_the_day():
 
 def test_statistics_per_kind():
     assert [s[0] for s in statistics_for("gauge")] == ["AVG", "MIN", "MAX"]
-    assert [s[0] for s in statistics_for("statset")][:5] == ["MIN", "MAX", "AVG", "COUNT", "SUM"]
+    # DaTtSs's "MIN, MAX, AVG, BOT10, TOP10, COUNT, SUM"; BOT10/TOP10 are the NAME.bot10/.top10 gauges.
+    assert [s[0] for s in statistics_for("statset")][:7] == ["MIN", "MAX", "AVG", "BOT10", "TOP10", "COUNT", "SUM"]
+    assert statistics_for("statset")[3][1:] == ("gauge", "AVERAGE", ".bot10")
     with pytest.raises(HistoryError):
         statistics_for("histogram")
 
@@ -148,11 +150,13 @@ def test_statset_and_aggregate_curves_show_the_sub_statistics_that_exist(tmp_pat
     history = History(tmp_path, UTC)
     host = history.curves("app", "lat", "web01", "statset", [], NOW)
     assert [c["stat"] for c in host["charts"]] == ["MIN", "MAX", "AVG", "COUNT", "SUM"]
-    assert host["missing"] == ["MEDIAN", "P75", "P90", "P95", "P98", "P99"]
+    assert host["missing"] == ["BOT10", "TOP10", "MEDIAN", "P75", "P90", "P95", "P98", "P99"]
     assert {v for v in host["charts"][1]["today"] if v is not None} == {20.0}
     both = history.curves("app", "lat", "all", "statset", [("cluster", "eu"), ("stat", "gauge")], NOW)
-    assert [c["stat"] for c in both["charts"]] == ["MIN", "MAX", "COUNT", "SUM"]
-    assert {v for v in both["charts"][3]["today"] if v is not None} == {90.0}
+    # No avg file for the aggregate: AVG is SUM / COUNT, row by row.
+    assert [c["stat"] for c in both["charts"]] == ["MIN", "MAX", "AVG", "COUNT", "SUM"]
+    assert {v for v in both["charts"][4]["today"] if v is not None} == {90.0}
+    assert {v for v in both["charts"][2]["today"] if v is not None} == {10.0} and "AVG" not in both["missing"]
     assert both["metric"]["context"] == [["cluster", "eu"], ["stat", "gauge"]]
 
 

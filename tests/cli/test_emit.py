@@ -476,3 +476,58 @@ def test_sender_rejects_bad_settings(kwargs, message):
 def test_is_multicast():
     assert is_multicast("224.0.0.1") and is_multicast("239.255.255.255")
     assert not is_multicast("240.0.0.1") and not is_multicast("127.0.0.1") and not is_multicast("name")
+
+
+# --------------------------------------------------------------------------- --time and backfill
+
+
+def test_parse_time_relative_iso_and_now() -> None:
+    from datetime import datetime
+
+    from mondemand.cli.emit import parse_step, parse_time
+
+    now = 1_700_000_000.0
+    assert parse_time("now", now) == 1_700_000_000_000
+    assert parse_time("-7d", now) == 1_700_000_000_000 - 7 * 86_400_000
+    assert parse_time("-7d+2h30m", now) == 1_700_000_000_000 - 7 * 86_400_000 + 9_000_000
+    assert parse_time("-1h30m", now) == 1_700_000_000_000 - 5_400_000
+    assert parse_time("2023-11-14T22:13:20Z") == 1_700_000_000_000
+    assert parse_time("2023-11-14") == int(datetime(2023, 11, 14).timestamp() * 1000)  # local midnight
+    assert parse_step("1m") == parse_step("60") == 60_000 and parse_step("500ms") == 500
+    for bad in ("yesterday", "-7x", "7d"):
+        with pytest.raises(ValueError, match="relative time"):
+            parse_time(bad, now)
+    with pytest.raises(ValueError):
+        parse_step("0s")
+
+
+def test_stats_time_sets_send_and_collect_time() -> None:
+    (event,) = dry("stats", "--prog-id", "p", "--host-name", "h", "--gauge", "g=1", "--time", "2023-11-14T22:13:20Z")
+    msg = StatsMsg.from_lwes(event)
+    assert msg.send_time == msg.collect_time == 1_700_000_000_000
+
+
+def test_stats_until_backfills_one_message_per_step() -> None:
+    events = dry("stats", "--prog-id", "p", "--host-name", "h", "--counter", "n=10", "--statset", "lat=2:10:4:6",
+                 "--time", "2023-11-14T00:00:00Z", "--until", "2023-11-14T00:04:00Z", "--step", "1m")
+    msgs = [StatsMsg.from_lwes(e) for e in events]
+    start = 1_699_920_000_000
+    assert [m.collect_time for m in msgs] == [start + 60_000 * i for i in range(5)]
+    assert [m.metrics[0].value for m in msgs] == [10, 20, 30, 40, 50]  # counters keep growing
+    result = invoke("--dry-run", "stats", "--prog-id", "p", "--gauge", "g=1", "--until", "now")
+    assert result.exit_code != 0 and "--until needs --time" in result.output
+
+
+def test_every_subcommand_takes_time() -> None:
+    at = "2023-11-14T22:13:20Z"
+    (log_event,) = dry("log", "--prog-id", "p", "--priority", "error", "-m", "x", "--time", at)
+    assert LogMsg.from_lwes(log_event).send_time == 1_700_000_000_000
+    (trace_event,) = dry("trace", "--prog-id", "p", "--owner", "o", "--trace-id", "t", "-m", "x", "--time", at)
+    assert trace_event.get("send_time") == 1_700_000_000_000
+    (perf_event,) = dry("perf", "--id", "r", "--caller-label", "c", "--timing", "db:0:42", "--time", at)
+    timing = PerfMsg.from_lwes(perf_event).timings[0]
+    assert (timing.start, timing.end) == (1_700_000_000_000, 1_700_000_000_042)
+    (note,) = dry("annotation", "--id", "d", "--description", "deploy", "--time", "-1h")
+    assert abs(AnnotationMsg.from_lwes(note).timestamp - (time.time() - 3600) * 1000) < 60_000
+    (raw_event,) = dry("raw", "Demo", "n=uint16:7", "--time", at)
+    assert raw_event.get("send_time") == 1_700_000_000_000

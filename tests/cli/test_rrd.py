@@ -82,12 +82,13 @@ def test_fetch_csv_by_path_and_by_graphite_name(root: Path) -> None:
 
 
 def test_fetch_table(root: Path) -> None:
-    out = invoke("fetch", "app.agg.lat.host.all.sum", "--root", str(root), "--start", str(BASE - 120),
-                 "--end", str(BASE)).output.splitlines()
+    # The aggregate of the minute starting at BASE fills the row (BASE, BASE + 60] (docs/aggregation.md).
+    out = invoke("fetch", "app.agg.lat.host.all.sum", "--root", str(root), "--start", str(BASE - 60),
+                 "--end", str(BASE + 60)).output.splitlines()
     assert out[0].split() == ["time", "value"]
     rows = dict(line.split() for line in out[1:])
-    assert rows[datetime.fromtimestamp(BASE, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")] == "12"
-    assert rows[datetime.fromtimestamp(BASE - 60, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")] == "-"
+    assert rows[datetime.fromtimestamp(BASE + 60, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")] == "12"
+    assert rows[datetime.fromtimestamp(BASE, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")] == "-"
 
 
 def test_fetch_unknown_series_is_a_clear_error(root: Path) -> None:

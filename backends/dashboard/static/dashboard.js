@@ -5,6 +5,7 @@
 (function () {
   const MAX_ERRORS = 100;
   const HISTORY_REFRESH_MS = 60000;
+  const ALERTS_REFRESH_MS = 2000;
   const view = {
     prog: null,          // selected prog_id
     metric: null,        // {prog_id, name, host, kind, context} whose history is shown
@@ -14,7 +15,13 @@
     clockOffset: 0,      // server time minus browser time, seconds
     charts: [],
     historyTimer: null,
+    range: "day",        // day, week or month
+    filter: "",          // the series filter box
   };
+  // A statset's sub-statistics and its NAME.bot10 / NAME.top10 gauges are shown as one row per metric.
+  const STAT_ORDER = ["count", "sum", "min", "max", "avg", "bot10", "top10", "median", "pctl_75", "pctl_90",
+                      "pctl_95", "pctl_98", "pctl_99"];
+  const TAIL_SUFFIXES = { ".bot10": "bot10", ".top10": "top10" };
   const $ = (id) => document.getElementById(id);
 
   function el(tag, attrs, ...children) {
@@ -51,6 +58,22 @@
 
   function fmtClock(epoch) {
     return new Date(epoch * 1000).toLocaleTimeString("en-GB", { hour12: false });
+  }
+
+  function fmtBytes(v) {
+    if (v === null || v === undefined) return "–";
+    const units = ["B", "KB", "MB", "GB", "TB"];
+    let i = 0;
+    while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+    return `${v.toFixed(i ? 1 : 0)} ${units[i]}`;
+  }
+
+  function fmtDuration(seconds) {
+    if (seconds === null || seconds === undefined) return "–";
+    if (seconds < 120) return `${Math.round(seconds)} s`;
+    if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
+    if (seconds < 172800) return `${(seconds / 3600).toFixed(1)} h`;
+    return `${(seconds / 86400).toFixed(1)} d`;
   }
 
   function fmtTimeOfDay(seconds) {
@@ -136,6 +159,7 @@
       }
     });
     $("no-processes").hidden = overview.processes.length > 0;
+    renderHealth(overview.processes);
     const stored = $("stored-programs");
     const storedKey = JSON.stringify(overview.stored_programs);
     if (stored.dataset.shown !== storedKey) {
@@ -151,41 +175,133 @@
     if (view.prog === null && overview.processes.length > 0) selectProgram(overview.processes[0].prog_id);
   }
 
+  function renderHealth(processes) {
+    // One row per process and host: up/down from the last report, and the client's process statistics.
+    const entries = [];
+    for (const prog of processes) {
+      for (const h of prog.hosts) if (h.host !== "all") entries.push([prog.prog_id, h]);
+    }
+    const body = $("health").tBodies[0];
+    const rows = keyedRows(body, entries.map(([p, h]) => `${p}\u0000${h.host}`), () => el("tr", {},
+      el("td", { class: "prog" }), el("td", { class: "host" }), el("td", { class: "state" }),
+      el("td", { class: "num uptime" }), el("td", { class: "num memory" }), el("td", { class: "num cpu" }),
+      el("td", { class: "num errors" }), el("td", { class: "num warnings" })));
+    entries.forEach(([prog, h], i) => {
+      const tr = rows[i];
+      const p = h.process || {};
+      tr.dataset.prog = prog;
+      tr.dataset.host = h.host;
+      tr.dataset.status = h.status;
+      setText(tr.querySelector(".prog"), prog);
+      setText(tr.querySelector(".host"), h.host);
+      setText(tr.querySelector(".state"), h.status === "live" ? "up" : `down (${fmtAge(h.age)})`);
+      setText(tr.querySelector(".uptime"), fmtDuration(p.uptime_s));
+      setText(tr.querySelector(".memory"), fmtBytes(p.rss_bytes));
+      setText(tr.querySelector(".cpu"), p.cpu_pct === undefined || p.cpu_pct === null ? "–" : `${p.cpu_pct} %`);
+      setText(tr.querySelector(".errors"), fmtNumber(p.errors_per_min));
+      setText(tr.querySelector(".warnings"), fmtNumber(p.warnings_per_min));
+    });
+  }
+
   // ---- series of one program ---------------------------------------------------------------------
+
+  function groupSeries(rows) {
+    // Rows of one metric (name, host, context, kind) become one group; the tail gauges join their statset.
+    const groups = new Map();
+    const keyOf = (name, row, kind) => JSON.stringify([name, row.host, row.context, kind]);
+    for (const row of rows) {
+      if (row.kind !== "statset") continue;
+      const key = keyOf(row.name, row, "statset");
+      let g = groups.get(key);
+      if (!g) {
+        g = { id: "g" + key, prog_id: row.prog_id, name: row.name, host: row.host, context: row.context, kind: "statset",
+              namespace: row.namespace, stats: {}, rows: [], status: row.status, age: row.age };
+        groups.set(key, g);
+      }
+      g.stats[row.type] = row;
+      g.rows.push(row);
+      if (row.age < g.age) { g.age = row.age; g.status = row.status; }
+    }
+    const out = [];
+    for (const row of rows) {
+      if (row.kind === "statset") continue;
+      const suffix = Object.keys(TAIL_SUFFIXES).find((s) => row.name.endsWith(s));
+      if (suffix && row.kind === "gauge") {
+        const g = groups.get(keyOf(row.name.slice(0, -suffix.length), row, "statset"));
+        if (g) { g.stats[TAIL_SUFFIXES[suffix]] = row; g.rows.push(row); continue; }
+      }
+      out.push({ id: "g" + keyOf(row.name, row, row.kind), prog_id: row.prog_id, name: row.name, host: row.host, context: row.context,
+                 kind: row.kind, namespace: row.namespace, stats: { [row.type]: row }, rows: [row],
+                 status: row.status, age: row.age, single: row });
+    }
+    const all = [...groups.values(), ...out];
+    const order = (g) => [g.name, contextText(g.context, false), g.namespace === "agg" ? 0 : 1, g.host];
+    all.sort((a, b) => {
+      const x = order(a), y = order(b);
+      for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i] < y[i] ? -1 : 1;
+      return 0;
+    });
+    return all;
+  }
+
+  function groupMatches(g) {
+    const q = view.filter.trim().toLowerCase();
+    if (!q) return true;
+    return [g.name, g.host, g.kind, contextText(g.context, true)].join(" ").toLowerCase().includes(q);
+  }
 
   function renderSeries(rows, now) {
     view.series = rows;
     setText($("program-title"), view.prog === null ? "Select a process" : view.prog);
     const table = $("series");
     table.hidden = view.prog === null;
-    const byId = new Map(rows.map((r) => [r.id, r]));
-    const trs = keyedRows(table.tBodies[0], rows.map((r) => r.id), (id) => {
-      const row = byId.get(id);
-      const isAgg = row.namespace === "agg";
+    $("series-filter").hidden = view.prog === null;
+    const groups = groupSeries(rows);
+    view.groups = groups;
+    const byId = new Map(groups.map((g) => [g.id, g]));
+    const trs = keyedRows(table.tBodies[0], groups.map((g) => g.id), (id) => {
+      const g = byId.get(id);
+      const isAgg = g.namespace === "agg";
       const tr = el("tr", {
-          "data-id": row.id, "data-name": row.name, "data-host": row.host, "data-type": row.type,
+          "data-id": g.id, "data-name": g.name, "data-host": g.host, "data-type": g.kind,
           class: isAgg ? "agg" : "" },
-        el("td", {}, row.name),
-        el("td", {}, row.type),
-        el("td", {}, isAgg ? el("span", { class: "badge agg" }, "agg") : null, isAgg ? " " : null, row.host),
-        el("td", {}, contextText(row.context, true)),
+        el("td", {}, g.name),
+        el("td", {}, g.kind),
+        el("td", {}, isAgg ? el("span", { class: "badge agg" }, "agg") : null, isAgg ? " " : null, g.host),
+        el("td", {}, contextText(g.context, true)),
         el("td", { class: "num value" }),
         el("td", { class: "num average" }),
         el("td", { class: "age" }));
-      tr.addEventListener("click", () => selectMetric(metricOf(byId.get(id) || row)));
+      tr.addEventListener("click", () => selectMetric(metricOf(byId.get(id) || g)));
       return tr;
     });
-    rows.forEach((row, i) => {
+    groups.forEach((g, i) => {
       const tr = trs[i];
-      const average = row.kind === "counter" ? (row.rate === null ? "–" : fmtNumber(row.rate) + "/s")
-                                             : fmtNumber(row.average);
-      tr.dataset.status = row.status;
-      tr.classList.toggle("selected", sameMetric(metricOf(row), view.metric));
-      setText(tr.querySelector(".value"), fmtNumber(row.value));
-      setText(tr.querySelector(".average"), average);
+      tr.dataset.status = g.status;
+      tr.hidden = !groupMatches(g);
+      tr.classList.toggle("selected", sameMetric(metricOf(g), view.metric));
+      const value = tr.querySelector(".value");
+      if (g.single) {
+        const row = g.single;
+        setText(value, fmtNumber(row.value));
+        setText(tr.querySelector(".average"), row.kind === "counter"
+          ? (row.rate === null ? "–" : fmtNumber(row.rate) + "/s") : fmtNumber(row.average));
+      } else {
+        const present = STAT_ORDER.filter((s) => g.stats[s] !== undefined);
+        tr.dataset.stats = present.join(",");
+        const text = present.map((s) => `${s} ${fmtNumber(g.stats[s].value)}`).join(" · ");
+        if (value.dataset.shown !== text) {
+          value.dataset.shown = text;
+          value.replaceChildren(...present.map((s, j) => el("span", { class: "stat", "data-stat": s },
+            (j ? " · " : "") + `${s} ${fmtNumber(g.stats[s].value)}`)));
+        }
+        const avg = g.stats.avg ? g.stats.avg.value
+          : (g.stats.sum && g.stats.count && g.stats.count.value ? g.stats.sum.value / g.stats.count.value : null);
+        setText(tr.querySelector(".average"), fmtNumber(avg));
+      }
       const age = tr.querySelector(".age");
-      age.className = row.status === "stopped" ? "age stopped-text" : "age";
-      setText(age, row.status === "stored" ? "stored only" : fmtAge(row.age));
+      age.className = g.status === "stopped" ? "age stopped-text" : "age";
+      setText(age, g.status === "stored" ? "stored only" : fmtAge(g.age));
     });
   }
 
@@ -223,8 +339,8 @@
   function selectMetric(metric) {
     view.metric = metric;
     for (const tr of $("series").tBodies[0].rows) {
-      const row = view.series.find((r) => r.id === tr.dataset.id);
-      tr.classList.toggle("selected", !!row && sameMetric(metricOf(row), metric));
+      const g = (view.groups || []).find((r) => r.id === tr.dataset.id);
+      tr.classList.toggle("selected", !!g && sameMetric(metricOf(g), metric));
     }
     destroyCharts();
     loadHistory();
@@ -259,7 +375,7 @@
     const metric = view.metric;
     if (metric === null) return;
     const params = new URLSearchParams({ prog_id: metric.prog_id, name: metric.name, host: metric.host,
-                                         kind: metric.kind });
+                                         kind: metric.kind, range: view.range });
     for (const [k, v] of metric.context) params.append("ctx", `${k}=${v}`);
     const section = $("history");
     section.hidden = false;
@@ -276,14 +392,19 @@
       return;
     }
     if (!sameMetric(metric, view.metric)) return;
+    const periods = { day: ["Today", "the same weekday last week"], week: ["The last 7 days", "the 7 before"],
+                      month: ["The last 30 days", "the 30 before"] }[data.range || "day"];
     $("history-note").textContent =
-      `Today (${data.today.date}, solid) against the same weekday last week (${data.week.date}, dashed), ` +
-      `time of day in ${data.timezone}` + (data.rate ? "; counters as a rate per second." : ".") +
+      `${periods[0]} (from ${data.today.date}, solid) against ${periods[1]} (from ${data.week.date}, dashed), ` +
+      `time in ${data.timezone}` + (data.rate ? "; counters as a rate per second." : ".") +
       (data.missing.length ? ` Not stored: ${data.missing.join(", ")}.` : "");
     renderCharts(data);
   }
 
   function renderCharts(data) {
+    // Day: time of day; week and month: the day (d1 = the first day of the range) and, for a week, the hour.
+    const fmtX = data.range === "month" ? (v) => `d${Math.floor(v / 86400) + 1}`
+      : data.range === "week" ? (v) => `d${Math.floor(v / 86400) + 1} ${fmtTimeOfDay(v % 86400)}` : fmtTimeOfDay;
     for (const chart of view.charts) chart.destroy();
     view.charts = [];
     const box = $("charts");
@@ -302,15 +423,16 @@
         width: Math.max(240, holder.clientWidth - 12), height: 200,
         scales: { x: { time: false, range: [0, data.x.length * data.step] } },
         series: [
-          { label: "time", value: (u, v) => (v === null ? "–" : fmtTimeOfDay(v)) },
+          { label: "time", value: (u, v) => (v === null ? "–" : fmtX(v)) },
           { label: `today ${data.today.date}`, stroke: "#2563eb", width: 1.5, spanGaps: false,
             points: { show: c.today_points < 60, size: 5 }, value: (u, v) => fmtNumber(v) },
           { label: `week ago ${data.week.date}`, stroke: "#9ca3af", width: 1.2, dash: [6, 4], spanGaps: false,
             points: { show: c.week_points < 60, size: 4 }, value: (u, v) => fmtNumber(v) },
         ],
         axes: [
-          { values: (u, ticks) => ticks.map(fmtTimeOfDay), space: 40,
-            incrs: [900, 1800, 3600, 7200, 10800, 21600, 43200] },
+          { values: (u, ticks) => ticks.map(fmtX), space: 40,
+            incrs: data.range === "month" ? [86400, 172800, 432000, 604800]
+              : data.range === "week" ? [21600, 43200, 86400] : [900, 1800, 3600, 7200, 10800, 21600, 43200] },
           { values: (u, ticks) => ticks.map(fmtNumber), size: 60 },
         ],
         legend: { live: true },
@@ -335,6 +457,85 @@
     view.lastError = Math.max(view.lastError, line.seq);
     $("no-errors").hidden = true;
     $("error-count").textContent = `(${list.children.length})`;
+  }
+
+  // ---- alerts: rules, firing series, history; silences and acknowledgements --------------------------
+
+  function describeLabels(labels) {
+    const ctx = Object.entries(labels.context || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+    return `${labels.prog_id}${labels.metric ? " " + labels.metric : ""} on ${labels.host}` + (ctx ? ` (${ctx})` : "");
+  }
+
+  async function postAlert(action, body) {
+    const resp = await fetch(`api/alerts/${action}`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const data = await resp.json();
+    $("alerts-note").textContent = resp.ok ? "" : `Refused: ${data.error}`;
+    loadAlerts();
+  }
+
+  function button(label, onClick, cls) {
+    const b = el("button", { type: "button", class: cls || "" }, label);
+    b.addEventListener("click", (ev) => { ev.stopPropagation(); onClick(); });
+    return b;
+  }
+
+  function renderAlerts(doc) {
+    $("alerts-panel").hidden = false;
+    $("alerts-firing").textContent = `(${doc.firing} firing)`;
+    const now = doc.time;
+    const firing = [];
+    for (const [name, rule] of Object.entries(doc.rules)) {
+      for (const s of rule.series) if (s.state === "firing") firing.push([name, s]);
+    }
+    const list = $("alerts-firing-list");
+    list.replaceChildren(...firing.map(([name, s]) => {
+      const muted = s.silenced_until ? ` · silenced until ${fmtClock(s.silenced_until)}` : "";
+      return el("li", { "data-rule": name, "data-key": s.key, "data-acked": String(!!s.acked),
+                        "data-silenced": String(!!s.silenced_until) },
+        el("span", { class: "priority" }, name), " ",
+        el("span", { class: "message" }, describeLabels(s.labels)),
+        el("span", { class: "meta" }, ` since ${s.since}` + (s.value === null ? "" : ` · value ${fmtNumber(s.value)}`) +
+          (s.acked ? " · acknowledged" : "") + muted),
+        doc.writable ? el("span", { class: "actions" },
+          s.acked ? null : button("ack", () => postAlert("ack", { rule: name, series: s.key }), "ack"),
+          s.silenced_until ? button("unsilence", () => postAlert("silence", { rule: name, series: s.key, seconds: 0 }),
+                                    "unsilence")
+            : button("silence 1 h", () => postAlert("silence", { rule: name, series: s.key, seconds: 3600 }),
+                     "silence")) : null);
+    }));
+    $("alerts-none").hidden = firing.length > 0;
+    const silencedRules = new Map((doc.silences.silences || []).filter((x) => x.series === null && x.until > now)
+      .map((x) => [x.rule, x.until]));
+    const body = $("alert-rules").tBodies[0];
+    body.replaceChildren(...Object.entries(doc.rules).map(([name, rule]) => {
+      const until = silencedRules.get(name);
+      return el("tr", { "data-rule": name, "data-silenced": String(!!until) },
+        el("td", {}, name), el("td", {}, rule.kind), el("td", {}, rule.selector),
+        el("td", { class: "num" }, String(rule.series.length)), el("td", { class: "num" }, String(rule.firing)),
+        el("td", {}, until ? `until ${fmtClock(until)} ` : "",
+          !doc.writable ? null : until
+            ? button("unsilence", () => postAlert("silence", { rule: name, series: null, seconds: 0 }), "unsilence")
+            : button("silence 1 h", () => postAlert("silence", { rule: name, series: null, seconds: 3600 }),
+                     "silence")));
+    }));
+    $("alerts-history").replaceChildren(...(doc.history || []).slice(0, 30).map((h) =>
+      el("li", { "data-state": h.state, "data-muted": String(!!h.muted) },
+        el("span", { class: "priority" }, h.repeat ? "reminder" : h.state), " ",
+        el("span", { class: "message" }, `${h.alert}: ${h.summary}`),
+        el("span", { class: "meta" }, ` ${h.time_iso}` + (h.muted ? " · not sent (silenced or acknowledged)" : "")))));
+  }
+
+  async function loadAlerts() {
+    try {
+      const resp = await fetch("api/alerts");
+      if (resp.status === 404) return;  // no alert view configured
+      const doc = await resp.json();
+      if (!resp.ok) { $("alerts-panel").hidden = false; $("alerts-note").textContent = doc.error; return; }
+      renderAlerts(doc);
+    } catch (err) {
+      $("alerts-note").textContent = `Alerts unavailable: ${err.message}`;
+    }
   }
 
   // ---- the event stream -----------------------------------------------------------------------------
@@ -365,6 +566,23 @@
 
   window.addEventListener("resize", () => { if (view.metric !== null) loadHistory(); });
 
+  $("series-filter").addEventListener("input", (ev) => {
+    view.filter = ev.target.value;
+    for (const tr of $("series").tBodies[0].rows) {
+      const g = (view.groups || []).find((r) => r.id === tr.dataset.id);
+      tr.hidden = !!g && !groupMatches(g);
+    }
+  });
+
+  for (const button of $("history-ranges").querySelectorAll("button")) {
+    button.addEventListener("click", () => {
+      view.range = button.dataset.range;
+      for (const b of $("history-ranges").querySelectorAll("button")) b.classList.toggle("selected", b === button);
+      if (view.metric !== null) { destroyCharts(); loadHistory();
+        view.historyTimer = setInterval(loadHistory, HISTORY_REFRESH_MS); }
+    });
+  }
+
   const initial = readHash();
   if (initial !== null) {
     view.prog = initial;
@@ -372,5 +590,7 @@
     loadSeries();
   }
   openStream();
+  loadAlerts();
+  setInterval(loadAlerts, ALERTS_REFRESH_MS);
   window.mondemandDashboard = view;  // for the browser tests and for poking around in the console
 })();

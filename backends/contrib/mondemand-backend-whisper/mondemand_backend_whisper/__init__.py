@@ -12,6 +12,10 @@ report becomes either the per-second rate since the previous report
 (``counters = delta``). The first report of a counter and a report lower than
 the previous one (a restart) store nothing: there is no honest value for them.
 
+DaTtSs partials (a ``partial_interval_ms`` context) are rolled up into one
+1-minute partial per source first (``mondemand.rollup``), stored at the
+minute's start without the interval key in the series' context.
+
 docs/writing-a-backend.md in the mondemand repository walks through this module.
 """
 
@@ -29,6 +33,7 @@ from mondemand.backends.series import (
     ProgIdFilter,
     SeriesKey,
     SeriesNameError,
+    SeriesPoint,
     file_path,
     series_from_record,
     tree_path,
@@ -36,9 +41,10 @@ from mondemand.backends.series import (
 
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
-from mondemand.messages.stats_fast import PROG_ID
+from mondemand.messages.stats_fast import CONTEXT, PROG_ID, StatsRecord
 from mondemand.options import Option
 from mondemand.plugin_api import Backend
+from mondemand.rollup import ROLLUP_OPTIONS, MinuteRollup, partial_context
 from mondemand.runner import RateLimitedLog
 
 __all__ = ["WhisperBackend", "aggregation_method", "parse_retentions"]
@@ -125,6 +131,7 @@ class WhisperBackend(Backend):
         Option("sparse", "bool", True, help="create sparse files (disk used grows with the data)"),
         Option("whitelist", "list", [], help="prog_id globs to store (when set, only these)"),
         Option("blacklist", "list", [], help="prog_id globs never to store"),
+        *ROLLUP_OPTIONS,
     )  # fmt: skip
 
     def start(self) -> None:
@@ -138,16 +145,21 @@ class WhisperBackend(Backend):
         self.paths: dict[SeriesKey, Path | None] = {}
         self.rates = CounterRates(delta=self.config["counters"] == "delta")
         self.counts: Counter[str] = Counter()
+        self.rollup = (getattr(self, "_adopted_rollup", None) or MinuteRollup(float(cfg["rollup_lateness"]))
+                       if cfg["rollup"] else None)
 
     def counters(self) -> dict[str, float]:
         values: dict[str, float] = {"series": len(self.paths), "collisions": self.registry.collisions}
         for name in ("points_written", "files_created", "rejected", "errors", "bad_names", "filtered",
                      "first_counter_reports", "counter_resets"):
             values[name] = self.counts[name]
+        if getattr(self, "rollup", None) is not None:
+            values.update(self.rollup.counters())  # type: ignore[union-attr]
         return values
 
     def handle(self, batch: list[RawEvent]) -> None:
         pending: dict[SeriesKey, list[tuple[int, float]]] = {}
+        rollup = self.rollup
         for raw in batch:
             record = raw.stats
             if record is None:
@@ -156,20 +168,62 @@ class WhisperBackend(Backend):
                 self.counts["filtered"] += 1
                 continue
             try:
-                points = list(series_from_record(record, receipt_ms=raw.receipt_ms))
-                for point in points:
-                    float(point.value)  # OverflowError for a value no float holds, before anything is stored
+                stripped = partial_context(record[CONTEXT]) if rollup is not None else None
+                if stripped is not None:
+                    minutes = rollup.add(record, stripped, raw.receipt_ms)  # type: ignore[union-attr]
+                    points = [p for minute in minutes for p in self._points(minute, None)]
+                else:
+                    points = self._points(record, raw.receipt_ms)
             except Exception as exc:  # bad data in this event (e.g. a value no float holds): it alone is dropped
                 self.reject(raw, exc)
                 continue
-            for key, timestamp, value in points:
-                if key.metric_type == "counter":
-                    rate = self.rates.step(key, timestamp, value)
-                    if isinstance(rate, str):
-                        self.counts["rejected" if rate == CounterRates.NOT_NEWER else rate] += 1
-                        continue
-                    value = rate
-                pending.setdefault(key, []).append((timestamp, value))
+            self._add_points(points, pending)
+        for key, points in pending.items():
+            self._write(key, points)
+
+    @staticmethod
+    def _points(record: StatsRecord, receipt_ms: int | None) -> list[SeriesPoint]:
+        points = list(series_from_record(record, receipt_ms=receipt_ms))
+        for point in points:
+            float(point.value)  # OverflowError for a value no float holds, before anything is stored
+        return points
+
+    def _add_points(self, points: list[SeriesPoint], pending: dict[SeriesKey, list[tuple[int, float]]]) -> None:
+        for key, timestamp, value in points:
+            if key.metric_type == "counter":
+                rate = self.rates.step(key, timestamp, value)
+                if isinstance(rate, str):
+                    self.counts["rejected" if rate == CounterRates.NOT_NEWER else rate] += 1
+                    continue
+                value = rate
+            pending.setdefault(key, []).append((timestamp, value))
+
+    def takeover(self, previous: Backend) -> None:
+        """Adopt a failed instance's open partial minutes (`abandon` left them unwritten)."""
+        self._adopted_rollup = getattr(previous, "_handover", None) or getattr(previous, "rollup", None)
+
+    def abandon(self) -> None:
+        """Close without writing the open partial minutes: the replacement takes them over."""
+        self._handover, self.rollup = self.rollup, None
+        self.close()
+
+    def flush(self) -> None:
+        """Store the partial minutes that are over."""
+        if self.rollup is not None:
+            self._store_minutes(self.rollup.due())
+
+    def close(self) -> None:
+        if self.rollup is not None:
+            self._store_minutes(self.rollup.drain())
+
+    def _store_minutes(self, minutes: list[StatsRecord]) -> None:
+        pending: dict[SeriesKey, list[tuple[int, float]]] = {}
+        for minute in minutes:
+            try:
+                self._add_points(self._points(minute, None), pending)
+            except (OverflowError, ValueError) as exc:
+                self.counts["errors"] += 1
+                self.ratelog.error("minute", "%s: a rolled-up minute is not stored: %s", self.name, exc)
         for key, points in pending.items():
             self._write(key, points)
 
