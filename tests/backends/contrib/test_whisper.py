@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,12 +92,15 @@ def test_wire_names_stay_under_root(tmp_path, layout):
 
 
 def test_points_older_than_the_longest_retention_are_counted_not_written(tmp_path):
+    # Relative to now, not to BASE: BASE is the hour two hours before the suite started, so BASE + 2 h - 2 min
+    # is more than 1 h ago whenever the suite starts in the last minutes of an hour.
+    recent = (int(time.time()) // 60 - 2) * 60
     backend = make_backend(tmp_path, retentions="1m:1h")
-    backend.handle(raw_events(stats_msg(gauges={"g": 5}, send_time=BASE),  # two hours ago: past 1h
-                              stats_msg(gauges={"g": 6}, send_time=BASE + 7200 - 120)))  # fmt: skip
+    backend.handle(raw_events(stats_msg(gauges={"g": 5}, send_time=recent - 7200),  # two hours ago: past 1h
+                              stats_msg(gauges={"g": 6}, send_time=recent)))  # fmt: skip
     counts = backend.counters()
     assert (counts["rejected"], counts["points_written"]) == (1, 1)
-    assert values(tmp_path / "app/md/g/host/web1/gauge.wsp", BASE + 6000, BASE + 7200) == {BASE + 7080: 6.0}
+    assert values(tmp_path / "app/md/g/host/web1/gauge.wsp", recent - 1200, recent + 60) == {recent: 6.0}
 
 
 def test_short_host_follows_the_rrd_tree(tmp_path):
