@@ -1,5 +1,5 @@
 # Two entry points, both runnable on a fresh Debian machine as root:
-#   make run   - install what is missing, then start mondemand-server on examples/routes.ini
+#   make run   - install what is missing, then start rrdcached and mondemand-server on examples/routes.ini (data in var/)
 #   make test  - install what is missing, then run ruff and the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: run test setup system-packages lint bench clean
 
 run: setup
-	$(BIN)/mondemand-server -c examples/routes.ini
+	BIN=$(BIN) examples/dev-server.sh
 
 test: setup
 	$(BIN)/ruff check .
