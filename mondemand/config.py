@@ -30,6 +30,8 @@ SERVER_OPTIONS = (
     Option("drain_timeout", "duration", 30.0, maximum=DAY, help="how long shutdown waits for each backend's queue"),
     Option("workers", "bool", True,
            help="run backends in worker processes (their `process` option); false keeps all in one process"),
+    Option("worker_nice", "int", 5, minimum=0, maximum=19,
+           help="niceness added to worker processes, so that the receiving main process wins the CPU"),
     Option("worker_queue_bytes", "size", 16 << 20, minimum=1 << 16, maximum=64 * GIB,
            help="bytes queued in the main process for one worker before its batches are dropped"),
     Option("memory_budget", "size", 1 << 30, minimum=1, maximum=TIB,

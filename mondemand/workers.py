@@ -77,6 +77,8 @@ class WorkerSettings:
     sections: Mapping[str, Any]
     #: How long each backend may take to drain its queue at shutdown.
     drain_timeout: float = 30.0
+    #: Niceness the worker adds to itself: when the cores are short, the main process (the socket) goes first.
+    nice: int = 0
 
 
 _memo = threading.local()
@@ -454,6 +456,9 @@ def run_worker(name: str, specs: list[BackendSpec], settings: WorkerSettings, do
     # SIGTERM reach the whole process group, so the worker leaves them to it.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
+    if settings.nice:
+        with contextlib.suppress(OSError):
+            os.nice(settings.nice)
     with contextlib.suppress(Exception):
         import setproctitle  # type: ignore[import-not-found]
 

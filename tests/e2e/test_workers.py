@@ -43,6 +43,11 @@ def parent_of(pid: int) -> int:
         return int(fh.read().rsplit(")", 1)[1].split()[1])
 
 
+def niceness(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[16])
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -86,6 +91,7 @@ backends = a, b, c, d, s
     pids = {name: w["pid"] for name, w in workers.items()}
     assert len(set(pids.values())) == 2 and server.proc.pid not in pids.values()
     assert all(parent_of(pid) == server.proc.pid for pid in pids.values())
+    assert all(niceness(pid) == niceness(server.proc.pid) + 5 for pid in pids.values())  # the socket goes first
     assert status["backends"]["b"]["worker_pid"] == status["backends"]["c"]["worker_pid"] == pids["shared"]
     assert "worker_pid" not in status["backends"]["d"] and "worker_pid" not in status["backends"]["s"]
     assert server.stop() == 0
