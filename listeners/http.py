@@ -105,8 +105,8 @@ class LwesHttpListener(Listener):
         self._deliver = deliver
         # One thread hands events to the router, in arrival order (deliver is called from one thread at a time).
         self._deliverer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"listener-{self.name}")
+        self._surface = surface  # before start: the handler uses it as soon as a request arrives
         surface.start()
-        self._surface = surface
 
     def stop(self) -> None:
         """Stop accepting, close the port and every connection, and wait for the serving thread."""

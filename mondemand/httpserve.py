@@ -64,8 +64,9 @@ Handler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
 class _Refuse(asyncio.Protocol):
     """A connection over `max_connections`: one 503 and close."""
 
+    BODY = b'{"error": "too many connections"}\n'
     ANSWER = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-              b"Connection: close\r\nContent-Length: 37\r\n\r\n{\"error\": \"too many connections\"}\r\n\r\n")
+              b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)

@@ -315,8 +315,8 @@ class Server:
             host, bound = surface.bind(address, port)
         except OSError as exc:
             raise ServerStartError(f"[http] cannot listen on {address}:{port}: {exc}") from exc
+        self.http = surface  # before start: its handler uses it as soon as a request arrives
         surface.start()
-        self.http = surface
         log.info("status on http://%s:%s/status", host, bound)
 
     async def _handle_http(self, request: Any) -> Any:
