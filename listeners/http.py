@@ -4,217 +4,49 @@ The Erlang mondemand client POSTs traces over 64 KB to `/tcp`; this listener
 accepts `POST /tcp` and `POST /events`, one raw LWES event per request body.
 A body that is not an event is logged at info, at most one line per 10 s.
 Answers: 202 accepted, 400 for an empty body or an unreadable event name,
-413 for a body over `max_body`, 404 for any other path, 405 for any other
-method, 500 when the router refused the event. The standard library's
-`ThreadingHTTPServer` runs on its own thread with one daemon thread per
-connection; it listens on loopback unless told otherwise.
+408 for a body slower than `body_timeout`, 413 for a body over `max_body`,
+404 for any other path, 405 for any other method, 500 when the router refused
+the event, 503 (with Retry-After) when `max_buffered` bytes of bodies are
+already waiting to be read or routed or `max_connections` connections are open.
+It is an aiohttp server on its own asyncio loop in one thread
+(`mondemand.httpserve`), handing events to the router on one more thread; it
+listens on loopback unless told otherwise.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import concurrent.futures
 import math
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mondemand.listeners.errors import ListenerError
 from mondemand.listeners.udp import MalformedLog, plain_ip
 
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
+from mondemand.httplimits import Limits, limit_options
 from mondemand.lwes import LwesDecodeError
 from mondemand.options import GIB, Option
 from mondemand.plugin_api import Listener, ServerContext
 
+if TYPE_CHECKING:
+    from aiohttp import web
+    from aiohttp.web_request import BaseRequest
+
+    from mondemand.httpserve import Surface
+
 #: Paths that accept events.
 INGEST_PATHS = ("/tcp", "/events")
-#: Seconds a connection may sit idle before its thread gives up on it.
-REQUEST_TIMEOUT = 30.0
 #: At most one logged error line per listener in this many seconds.
 ERROR_LOG_INTERVAL = 10.0
-#: After refusing a body, read and drop at most this much of it for at most this long before closing.
-LINGER_BYTES = 64 << 20
-LINGER_SECONDS = 2.0
 
 
-class _BadRequest(Exception):
-    """A request body that cannot be read: (status, message)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    listener: LwesHttpListener
-    deliver: Callable[[list[RawEvent]], None]
-    deliver_lock: threading.Lock
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = REQUEST_TIMEOUT
-    protocol_version = "HTTP/1.1"
-    server_version = "mondemand-lwes-http"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: no line per request."""
-
-    def do_POST(self) -> None:
-        listener = self.server.listener
-        path = self.path.split("?", 1)[0]
-        if path not in INGEST_PATHS:
-            self._discard_body()
-            self._reply(404, {"error": f"no such path {path!r}; POST events to {' or '.join(INGEST_PATHS)}"})
-            if self.close_connection:
-                self._linger()
-            return
-        try:
-            body = self._read_body(listener.max_body)
-        except _BadRequest as exc:
-            if exc.status == 413:
-                listener._count(too_large=1)
-            self.close_connection = True
-            self._reply(exc.status, {"error": exc.message})
-            self._linger()
-            return
-        ip, port = plain_ip(self.client_address[0]), self.client_address[1]
-        if not body:
-            listener._count(received=1, malformed=1)
-            listener.malformed_log.report(body, ip, port, "empty body")
-            self._reply(400, {"error": "empty body: expected one LWES event"})
-            return
-        try:
-            raw = RawEvent(body, int(time.time() * 1000), ip, port, listener.name)
-        except LwesDecodeError as exc:
-            listener._count(received=1, malformed=1, bytes=len(body))
-            listener.malformed_log.report(body, ip, port, exc)
-            self._reply(400, {"error": f"unreadable LWES event: {exc}"})
-            return
-        listener._count(received=1, bytes=len(body))
-        try:
-            with self.server.deliver_lock:  # deliver is called from one thread at a time
-                self.server.deliver([raw])
-        except Exception as exc:
-            listener._count(errors=1)
-            listener._log_error(f"delivering {raw!r} failed", exc)
-            self._reply(500, {"error": "the event could not be routed"})
-            return
-        self._reply(202, {"accepted": raw.name, "bytes": len(body)})
-
-    def _not_allowed(self) -> None:
-        self._discard_body()
-        path = self.path.split("?", 1)[0]
-        if path in INGEST_PATHS:
-            self._reply(405, {"error": f"method {self.command} not allowed; use POST"}, {"Allow": "POST"})
-        else:
-            self._reply(404, {"error": f"no such path {path!r}"})
-        if self.close_connection:
-            self._linger()
-
-    do_GET = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
-
-    # -- bodies -------------------------------------------------------------------
-
-    def _read_body(self, limit: int) -> bytes:
-        """The request body, Content-Length or chunked; _BadRequest when it is too big or cut short."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked(limit)
-        text = self.headers.get("Content-Length")
-        if text is None:
-            return b""
-        try:
-            length = int(text)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            raise _BadRequest(400, f"bad Content-Length {text!r}") from None
-        if length > limit:
-            raise _BadRequest(413, f"body of {length} bytes is over the limit of {limit} bytes")
-        body = self.rfile.read(length)
-        if len(body) != length:
-            raise _BadRequest(400, f"body cut short: {len(body)} of {length} bytes")
-        return body
-
-    def _read_chunked(self, limit: int) -> bytes:
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            line = self.rfile.readline(1024)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise _BadRequest(400, "bad chunk size") from None
-            if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):  # trailers
-                    pass
-                return b"".join(parts)
-            total += size
-            if total > limit:
-                raise _BadRequest(413, f"body over the limit of {limit} bytes")
-            chunk = self.rfile.read(size)
-            if len(chunk) != size:
-                raise _BadRequest(400, "body cut short")
-            parts.append(chunk)
-            self.rfile.readline(1024)  # the CRLF after the chunk
-
-    def _discard_body(self) -> None:
-        """Read a small unwanted body so that the connection stays usable; close it otherwise."""
-        text = self.headers.get("Content-Length")
-        if text is None and "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
-            return
-        try:
-            length = int(text) if text is not None else -1
-        except ValueError:
-            length = -1
-        if 0 <= length <= 65536:
-            self.rfile.read(length)
-        else:
-            self.close_connection = True
-
-    def _linger(self) -> None:
-        """Half-close, then read and drop what the client still sends (bounded), so that closing with
-        unread data does not reset the connection before the client has read the answer."""
-        deadline = time.monotonic() + LINGER_SECONDS
-        budget = LINGER_BYTES
-        try:
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_WR)
-            while budget > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self.connection.settimeout(left)
-                chunk = self.rfile.read1(min(budget, 1 << 16))  # type: ignore[attr-defined]
-                if not chunk:
-                    break
-                budget -= len(chunk)
-        except OSError:
-            pass
-
-    def _reply(self, status: int, document: Any, headers: Mapping[str, str] | None = None) -> None:
-        payload = (json.dumps(document) + "\n").encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
+class _TooLarge(Exception):
+    """A body over `max_body` (413)."""
 
 
 class LwesHttpListener(Listener):
@@ -225,6 +57,9 @@ class LwesHttpListener(Listener):
         Option("address", "str", "127.0.0.1", help="address to listen on (loopback by default)"),
         Option("port", "port", 20603, help="TCP port; 0 picks a free one"),
         Option("max_body", "size", 16 << 20, minimum=1, maximum=GIB, help="largest body accepted; larger ones get 413"),
+        Option("max_buffered", "size", 64 << 20, minimum=1 << 16, maximum=64 * GIB,
+               help="bytes of bodies being read or waiting for the router (at least max_body); beyond it 503"),
+        *limit_options(),
     )
 
     def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
@@ -233,14 +68,20 @@ class LwesHttpListener(Listener):
         self.address: str = str(settings["address"]).strip("[]")
         self.port: int = int(settings["port"])
         self.max_body: int = int(settings["max_body"])
+        self.max_buffered: int = max(int(settings["max_buffered"]), self.max_body)
+        self.limits = Limits.from_options(settings)
+        #: Connections this listener may hold; the server may lower it to fit the open-file limit.
+        self.max_connections: int = self.limits.max_connections
         self.received = 0
         self.malformed = 0
         self.errors = 0
         self.bytes = 0
         self.too_large = 0
         self._lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._surface: Surface | None = None
+        self._deliver: Callable[[list[RawEvent]], None] | None = None
+        self._deliverer: concurrent.futures.ThreadPoolExecutor | None = None
+        self._buffered = 0  # touched on the loop thread only
         self._bound: tuple[str, int] | None = None
         self._last_error_log = -math.inf
         self._suppressed = 0
@@ -249,32 +90,100 @@ class LwesHttpListener(Listener):
 
     def start(self, deliver: Callable[[list[RawEvent]], None]) -> None:
         """Bind the port and serve on a background thread; ListenerError when the port cannot be bound."""
-        if self._thread is not None:
+        if self._surface is not None:
             raise RuntimeError(f"listener {self.name!r} is already started")
-        cls = _Server6 if ":" in self.address else _Server
+        from dataclasses import replace
+
+        from mondemand.httpserve import Surface
+
+        surface = Surface(f"listener-{self.name}", replace(self.limits, max_connections=self.max_connections),
+                          self._handle, pool_size=1)
         try:
-            server = cls((self.address, self.port), _Handler)
+            self._bound = surface.bind(self.address, self.port)
         except OSError as exc:
             raise ListenerError(self.name, self.describe(), f"cannot listen: {exc.strerror or exc}") from None
-        server.listener = self
-        server.deliver = deliver
-        server.deliver_lock = threading.Lock()
-        self._server = server
-        self._bound = tuple(server.socket.getsockname()[:2])  # type: ignore[assignment]
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name=f"listener-{self.name}", daemon=True
-        )
-        self._thread.start()
+        self._deliver = deliver
+        # One thread hands events to the router, in arrival order (deliver is called from one thread at a time).
+        self._deliverer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"listener-{self.name}")
+        self._surface = surface  # before start: the handler uses it as soon as a request arrives
+        surface.start()
 
     def stop(self) -> None:
-        """Stop accepting, close the port and wait for the serving thread."""
-        server, self._server = self._server, None
-        thread, self._thread = self._thread, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(5.0)
+        """Stop accepting, close the port and every connection, and wait for the serving thread."""
+        surface, self._surface = self._surface, None
+        if surface is not None:
+            surface.stop()
+        deliverer, self._deliverer = self._deliverer, None
+        if deliverer is not None:
+            deliverer.shutdown(wait=True, cancel_futures=True)
+
+    def surface_counters(self) -> dict[str, int]:
+        """The port's connection counters (`mondemand.httpserve.Surface.counters`), empty before `start`."""
+        return self._surface.counters() if self._surface is not None else {}
+
+    # -- requests (on the surface's loop) -----------------------------------------
+
+    async def _handle(self, request: BaseRequest) -> web.StreamResponse:
+        from aiohttp import web
+
+        from mondemand.httpserve import Busy
+
+        path = request.path
+        if request.method != "POST":
+            if path in INGEST_PATHS:
+                return web.json_response({"error": f"method {request.method} not allowed; use POST"}, status=405,
+                                         headers={"Allow": "POST"})
+            return web.json_response({"error": f"no such path {path!r}"}, status=404)
+        if path not in INGEST_PATHS:
+            return web.json_response(
+                {"error": f"no such path {path!r}; POST events to {' or '.join(INGEST_PATHS)}"}, status=404)
+        surface = self._surface
+        assert surface is not None
+        reserved = [0]
+
+        def reserve(size: int) -> None:
+            # Backpressure: bodies being read or waiting for the router take at most max_buffered bytes.
+            if self._buffered + size > self.max_buffered:
+                raise Busy(f"{self._buffered} bytes of events already waiting; retry")
+            self._buffered += size
+            reserved[0] += size
+
+        def too_large(length: int | None) -> Exception:
+            if length is not None:
+                return _TooLarge(f"body of {length} bytes is over the limit of {self.max_body} bytes")
+            return _TooLarge(f"body over the limit of {self.max_body} bytes")
+
+        try:
+            try:
+                body = await surface.read_body(request, self.max_body, too_large, reserve)
+            except _TooLarge as exc:
+                self._count(too_large=1)
+                response = web.json_response({"error": str(exc)}, status=413)
+                response.force_close()
+                return response
+            peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+            ip, port = plain_ip(peer[0]) if peer else "", int(peer[1]) if peer else 0
+            if not body:
+                self._count(received=1, malformed=1)
+                self.malformed_log.report(body, ip, port, "empty body")
+                return web.json_response({"error": "empty body: expected one LWES event"}, status=400)
+            try:
+                raw = RawEvent(body, int(time.time() * 1000), ip, port, self.name)
+            except LwesDecodeError as exc:
+                self._count(received=1, malformed=1, bytes=len(body))
+                self.malformed_log.report(body, ip, port, exc)
+                return web.json_response({"error": f"unreadable LWES event: {exc}"}, status=400)
+            self._count(received=1, bytes=len(body))
+            try:
+                assert self._deliver is not None and self._deliverer is not None
+                await asyncio.get_running_loop().run_in_executor(self._deliverer, self._deliver, [raw])
+            except Exception as exc:
+                self._count(errors=1)
+                self._log_error(f"delivering {raw!r} failed", exc)
+                return web.json_response({"error": "the event could not be routed"}, status=500)
+            return web.json_response({"accepted": raw.name, "bytes": len(body)}, status=202)
+        finally:
+            self._buffered -= reserved[0]
 
     @property
     def bound_address(self) -> tuple[str, int]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mondemand.httplimits import limit_options
 from mondemand.options import DAY, GIB, TIB, Option, parse_options, split_list
 from mondemand.plugins import PluginHost
 from mondemand.portcheck import udp_conflicts
@@ -40,6 +41,7 @@ SERVER_OPTIONS = (
 HTTP_OPTIONS = (
     Option("address", "str", "127.0.0.1", help="bind address of the status/HTTP port (loopback by default)"),
     Option("port", "port", 20602, help="port of /status and the plugins' HTTP resources; 0 = any free port"),
+    *limit_options(),
 )
 #: Keys every backend section accepts besides its type's own.
 RUNNER_OPTIONS = (

@@ -12,13 +12,14 @@ import logging
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from mondemand.config import ServerConfig
 from mondemand.envelope import RawEvent
-from mondemand.fdlimit import raise_soft_limit
+from mondemand.fdlimit import plan_connections, raise_soft_limit
+from mondemand.httplimits import Limits
 from mondemand.kernelstats import KernelDrops
 from mondemand.lwes import LwesDecodeError, encode
 from mondemand.plugin_api import Backend, Listener, ServerContext
@@ -28,7 +29,12 @@ from mondemand.runner import BackendRunner
 from mondemand.selfstats import stats_events
 from mondemand.workers import BackendSpec, WorkerProcess, WorkerSettings, WorkerStartError
 
+if TYPE_CHECKING:
+    from mondemand.httpserve import Surface
+
 log = logging.getLogger("mondemand.server")
+#: Threads of the status port's pool for /status, /metrics and plugin handlers (which may block).
+HTTP_POOL_SIZE = 8
 
 
 class ServerStartError(Exception):
@@ -86,7 +92,9 @@ class Server:
         self._stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
         self._stats_socket: socket.socket | None = None
-        self.http: ThreadingHTTPServer | None = None
+        self.http: Surface | None = None
+        #: Limits of the status port (`[http]` options; max_connections may be cut by `plan_connections`).
+        self.http_limits = Limits.from_options(config.http or {})
         self.kernel = KernelDrops()
 
     def _backend_factory(self, cls: type[Backend], name: str, options: dict[str, Any]):
@@ -103,6 +111,7 @@ class Server:
         started: list[BackendRunner] = []
         forked: list[WorkerProcess] = []
         raise_soft_limit()  # before forking: the workers inherit it
+        self._plan_connections()
         try:
             for worker in self.workers.values():
                 try:
@@ -141,7 +150,7 @@ class Server:
                 else:
                     worker.kill()
             if self.http is not None:
-                self.http.shutdown()
+                self.http.stop()
             raise
         self.kernel.watch(self.listeners)
         if self.config.server["stats_channel"] is not None:
@@ -164,10 +173,24 @@ class Server:
         for _injects, unit in sorted(units, key=lambda u: not u[0]):
             unit.stop(timeout=timeout)
         if self.http is not None:
-            self.http.shutdown()
-            self.http.server_close()
+            self.http.stop()
         if self._stats_socket is not None:
             self._stats_socket.close()
+
+    def _plan_connections(self) -> None:
+        """Fit every HTTP surface's max_connections into the open-file limit's reserve (mondemand.fdlimit)."""
+        wanted: dict[str, int] = {}
+        if self.config.http is not None:
+            wanted["[http]"] = self.http_limits.max_connections
+        for name, listener in self.listeners.items():
+            if isinstance(getattr(listener, "max_connections", None), int):
+                wanted[f"[listener:{name}]"] = listener.max_connections  # type: ignore[attr-defined]
+        granted = plan_connections(wanted)
+        if "[http]" in granted:
+            self.http_limits = replace(self.http_limits, max_connections=granted["[http]"])
+        for name, listener in self.listeners.items():
+            if f"[listener:{name}]" in granted:
+                listener.max_connections = granted[f"[listener:{name}]"]  # type: ignore[attr-defined]
 
     def _stop_listeners(self) -> None:
         for name, listener in self.listeners.items():
@@ -232,8 +255,20 @@ class Server:
             "workers": {name: {"pid": w.pid, "backends": [s.name for s in w.specs], "queued_bytes": w.queued_bytes,
                                "running": w.running} for name, w in self.workers.items()},
             "kernel": kernel,
+            "http": self.http_counters(),
             "plugin_problems": [str(p) for p in self.host.problems],
         }
+
+    def http_counters(self) -> dict[str, dict[str, int]]:
+        """Connection counters of each HTTP surface: `status` (the [http] port) and each lwes-http listener."""
+        surfaces: dict[str, dict[str, int]] = {}
+        if self.http is not None:
+            surfaces["status"] = self.http.counters()
+        for name, listener in self.listeners.items():
+            counters = getattr(listener, "surface_counters", None)
+            if callable(counters):
+                surfaces[f"listener:{name}"] = counters()
+        return surfaces
 
     def emit_stats(self) -> int:
         """Send one round of self-metrics into the routes (and the stats channel); returns events sent."""
@@ -270,51 +305,52 @@ class Server:
         return routes
 
     def _start_http(self) -> None:
+        """Serve /status, /metrics and the plugin routes on the `[http]` port (`mondemand.httpserve`)."""
         assert self.config.http is not None
-        server = self
+        from mondemand.httpserve import Surface
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                parts = urlsplit(self.path)
-                query = dict(parse_qsl(parts.query))
-                if parts.path in ("/status", "/status/"):
-                    self._json(200, server.status())
-                    return
-                if parts.path == "/metrics":  # the same counters for Prometheus (mondemand/promexport.py)
-                    from mondemand.promexport import CONTENT_TYPE_LATEST, render
-
-                    self._send(200, render(server), CONTENT_TYPE_LATEST)
-                    return
-                for prefix, handler in server.http_routes().items():
-                    if parts.path == prefix or parts.path.startswith(prefix.rstrip("/") + "/"):
-                        try:
-                            status, body = handler(parts.path, query)
-                        except Exception as exc:
-                            log.exception("HTTP handler for %s failed", parts.path)
-                            status, body = 500, {"error": repr(exc)}
-                        self._json(status, body)
-                        return
-                self._json(404, {"error": f"no resource at {parts.path}"})
-
-            def _json(self, status: int, body: Any) -> None:
-                self._send(status, json.dumps(body, indent=1, sort_keys=True, default=str).encode(),
-                           "application/json")
-
-            def _send(self, status: int, data: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("http: " + format, *args)
-
-        address = (self.config.http["address"], self.config.http["port"])
+        surface = Surface("status", self.http_limits, self._handle_http, pool_size=HTTP_POOL_SIZE)
+        address, port = self.config.http["address"], self.config.http["port"]
         try:
-            self.http = ThreadingHTTPServer(address, Handler)
+            host, bound = surface.bind(address, port)
         except OSError as exc:
-            raise ServerStartError(f"[http] cannot listen on {address[0]}:{address[1]}: {exc}") from exc
-        self.http.daemon_threads = True
-        threading.Thread(target=self.http.serve_forever, name="http", daemon=True).start()
-        log.info("status on http://%s:%s/status", *self.http.server_address[:2])
+            raise ServerStartError(f"[http] cannot listen on {address}:{port}: {exc}") from exc
+        self.http = surface  # before start: its handler uses it as soon as a request arrives
+        surface.start()
+        log.info("status on http://%s:%s/status", host, bound)
+
+    async def _handle_http(self, request: Any) -> Any:
+        """One GET on the status port; everything that may block runs on the surface's bounded pool."""
+        from aiohttp import web
+
+        from mondemand.httpserve import Busy
+
+        assert self.http is not None
+        path = request.path
+        query = dict(parse_qsl(request.query_string))
+        if path in ("/status", "/status/"):
+            return _json(200, await self.http.run_blocking(self.status))
+        if path == "/metrics":  # the same counters for Prometheus (mondemand/promexport.py)
+            from mondemand.promexport import CONTENT_TYPE_LATEST, render
+
+            data = await self.http.run_blocking(render, self)
+            return web.Response(status=200, body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        for prefix, handler in self.http_routes().items():
+            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+                try:
+                    status, body = await self.http.run_blocking(handler, path, query)
+                except Busy:
+                    raise
+                except Exception as exc:
+                    log.exception("HTTP handler for %s failed", path)
+                    status, body = 500, {"error": repr(exc)}
+                return _json(status, body)
+        return _json(404, {"error": f"no resource at {path}"})
+
+
+def _json(status: int, body: Any) -> Any:
+    """The status port's JSON answer: indented, sorted keys, anything else as str."""
+    from aiohttp import web
+
+    return web.Response(status=status, body=json.dumps(body, indent=1, sort_keys=True, default=str).encode(),
+                        headers={"Content-Type": "application/json"})
