@@ -12,6 +12,7 @@ The dashboard's process panel reads these (docs/dashboard.md).
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import psutil
@@ -88,6 +89,8 @@ class ProcessStats:
         wall, cpu = time.monotonic(), self._cpu()
         elapsed = wall - self._last_wall
         cpu_pct = 100.0 * (cpu - self._last_cpu) / elapsed if elapsed > 0 else 0.0
+        # CPU time advances in clock ticks (10 ms): over a short window one tick can read as many cores' worth.
+        cpu_pct = min(max(cpu_pct, 0.0), 100.0 * (os.cpu_count() or 1))
         self._last_wall, self._last_cpu = wall, cpu
         gauges = {"process_uptime_s": max(0, round(time.time() - self.created)), "process_cpu_pct": round(cpu_pct)}
         try:
