@@ -84,14 +84,24 @@ class Outage(Generic[T]):
         for item in items:
             self.add(item)
 
-    def put_back(self, items: list[T]) -> None:
-        """Return items taken with `take` to the front, in their order (a replay failed); beyond the bound, the
-        newest buffered items are dropped (counted) so that order is kept."""
-        for item in reversed(items):
-            self.items.appendleft((item, 0))
-        while self.max_items is not None and len(self.items) > self.max_items:
-            self.items.pop()
+    def put_back(self, items: list[T], sizes: list[int] | None = None) -> list[T]:
+        """Return `items` (taken with `take`, or never buffered) to the front, in their order (a write failed).
+
+        Beyond the bounds the newest buffered items are dropped (counted) so that the order is kept; they are
+        returned, for callers that count more than items.
+        """
+        sizes = sizes if sizes is not None else [0] * len(items)
+        for item, size in zip(reversed(items), reversed(sizes), strict=True):
+            self.items.appendleft((item, size))
+            self.bytes += size
+        lost = []
+        while self.items and ((self.max_items is not None and len(self.items) > self.max_items)
+                              or (self.max_bytes is not None and self.bytes > self.max_bytes)):
+            item, size = self.items.pop()
+            self.bytes -= size
             self.dropped += 1
+            lost.append(item)
+        return lost
 
     def take(self, n: int) -> list[T]:
         """Remove and return up to `n` items from the front."""
