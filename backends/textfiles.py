@@ -23,7 +23,7 @@ from mondemand.backends.filecache import FileCache, is_outage
 from mondemand.backends.outage import Outage
 
 from mondemand.fdlimit import descriptor_share
-from mondemand.options import DAY, Option
+from mondemand.options import DAY, TIB, Option
 from mondemand.plugin_api import Backend
 from mondemand.runner import RateLimitedLog
 from mondemand.safepath import UnsafePathError, join_under
@@ -102,7 +102,7 @@ class DatedTextBackend(Backend):
                help="close a file not written for this long"),
         Option("max_open_files", "int", 4096, minimum=1,
                help="most files kept open at once (one per program and host a day: keep above the senders)"),
-        Option("outage_buffer_bytes", "int", 64 << 20, minimum=0, maximum=1 << 40,
+        Option("outage_buffer_bytes", "size", 64 << 20, minimum=0, maximum=TIB,
                help="lines kept in memory while the file system refuses writes (full, read-only); beyond, dropped"),
     )
 

@@ -16,18 +16,22 @@ up and the backend was never restarted.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from mondemand.backends.journal import JournalBackend
 from mondemand.backends.stats_file import StatsFileBackend
 
 from mondemand.envelope import RawEvent
+from mondemand.journal import JournalReader, JournalWriter
+from mondemand.lwes import decode
 from mondemand.messages import Metric, MetricType, StatsMsg
 from mondemand.options import parse_options
 from mondemand.plugin_api import ServerContext
@@ -148,26 +152,92 @@ def test_injected_full_disk(tmp_path: Path) -> None:
     assert disk.refused >= 1 and after["backend.truncations"] >= 1
 
 
-def test_full_tmpfs(tmp_path: Path) -> None:
-    mnt = tmp_path / "tmpfs"
+@contextlib.contextmanager
+def tmpfs(mnt: Path) -> Iterator[tuple[Path, Callable[[], None], Callable[[], None]]]:
+    """A 1 MiB tmpfs at `mnt` with fill (a filler file taking every block) and free (delete it); skips if no mount."""
     mnt.mkdir()
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True,
                             text=True)
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or result.returncode}); "
-                    "test_injected_full_disk covers the same path")
+                    "the injected-fault test covers the same path")
     filler = mnt / "filler"
+
+    def fill() -> None:
+        with filler.open("wb", buffering=0) as f, contextlib.suppress(OSError):
+            while True:  # to the last block: ENOSPC ends it
+                f.write(b"x" * 4096)
+
+    def free() -> None:
+        filler.unlink()
+
     try:
-        root = mnt / "stats"
-
-        def fill() -> None:
-            st = os.statvfs(mnt)
-            with filler.open("wb") as f:
-                f.write(b"x" * max(st.f_bavail * st.f_frsize - 8192, 0))
-
-        def free() -> None:
-            filler.unlink()
-
-        scenario(root, fill, free)
+        yield mnt, fill, free
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_tmpfs(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "tmpfs") as (mnt, fill, free):
+        scenario(mnt / "stats", fill, free)
+
+
+# -- the journal backend ------------------------------------------------------------------------------
+
+
+def journal_scenario(root: Path, fill: Callable[[], None], free: Callable[[], None]) -> dict[str, float]:
+    values, problems = parse_options(JournalBackend.options, {"root": str(root), "interval": "1h"})
+    assert problems == []
+    runner = BackendRunner("journal", lambda: JournalBackend("journal", values, ServerContext()), flush_interval=0.1,
+                           backoff_min=0.01, linger=0.001, batch_size=100)
+    runner.start()
+    try:
+        runner.offer_many(events(0, 1000))
+        wait_for(lambda: runner.counters()["backend.records"] == 1000, what="the first 1,000 records")
+        fill()
+        for start in range(1000, 2900, 100):
+            runner.offer_many(events(start, start + 100))
+            time.sleep(0.01)
+        wait_for(lambda: runner.depth == 0 and runner.counters()["backend.buffered"] > 0, what="events buffered")
+        during = runner.counters()
+        assert len(journal_records(root)) == during["backend.records"]  # every journal reads to its last record
+        free()
+        runner.offer_many(events(2900, TOTAL))
+        wait_for(lambda: runner.counters()["backend.records"] == TOTAL, timeout=30, what="every record")
+        after = runner.counters()
+    finally:
+        runner.stop()
+    seqs = Counter(StatsMsg.from_lwes(decode(r.data)).metrics[0].value for r in journal_records(root))
+    assert sorted(seqs) == list(range(TOTAL)) and set(seqs.values()) == {1}, "a record missing or written twice"
+    assert (after["backend.dropped"], after["backend.buffered"], after["restarts"], after["failed"]) == (0, 0, 0, 0)
+    print(f"journal, disk full: {TOTAL} of {TOTAL} events journaled, {during['backend.buffered']} buffered at "
+          f"most, {after['failed']} failed, {after['restarts']} restarts, outage {after['backend.outage_seconds']} s")
+    return after
+
+
+def journal_records(root: Path) -> list:
+    out = []
+    for path in sorted(root.glob("*.gz")):
+        reader = JournalReader(path)
+        out += list(reader)
+        assert reader.status in ("complete", "truncated"), (path, reader.problem)
+    return out
+
+
+def test_injected_full_disk_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    disk = FullDisk()
+    monkeypatch.setattr(JournalWriter, "write_fn", staticmethod(disk))
+
+    def fill() -> None:
+        disk.room = 50
+
+    def free() -> None:
+        disk.room = None
+
+    journal_scenario(tmp_path / "journal", fill, free)
+    assert disk.refused >= 1
+
+
+def test_full_tmpfs_journal(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "tmpfs") as (mnt, fill, free):
+        journal_scenario(mnt / "journal", fill, free)
