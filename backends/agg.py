@@ -395,11 +395,16 @@ class AggBackend(Backend):
             self.checkpoint.save(agg_state(self))
         except CheckpointError as exc:
             self.stats["checkpoint_errors"] += 1
-            self.log.error("%s; the old checkpoint is removed (a restart starts empty)", exc)
-            try:
-                self.checkpoint.discard()
-            except OSError as err:
-                self.log.error("cannot remove checkpoint %s: %s", self.checkpoint.path, err)
+            try:  # at least which intervals were emitted, so that a restart does not emit them again
+                self.checkpoint.save({"interval": self.interval, "buckets": [], "counters": [],
+                                      "emitted": sorted(self.emitted)})
+                self.log.error("%s; saved only the emitted intervals (a restart starts without open ones)", exc)
+            except CheckpointError as err:
+                self.log.error("%s; the old checkpoint is removed (a restart starts empty)", err)
+                try:
+                    self.checkpoint.discard()
+                except OSError as gone:
+                    self.log.error("cannot remove checkpoint %s: %s", self.checkpoint.path, gone)
 
     def takeover(self, previous: Backend) -> None:
         """Adopt a failed instance's open intervals and counter states, so a restart neither loses nor repeats them.

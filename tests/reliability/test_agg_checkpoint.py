@@ -166,3 +166,17 @@ def test_a_checkpoint_restores_open_intervals_and_counters_and_remembers_emitted
     sums = {(m.collect_time // 1000, x.name): x.value.sum for raw in emitted + emitted3 for m in [raw.message]
             for x in m.metrics if x.type is MetricType.STATSET}
     assert sums == {(minute, "hits"): 50, (minute, "load"): 14, (minute + 60, "hits"): 50, (minute + 60, "load"): 14}
+
+
+def test_a_state_over_checkpoint_max_bytes_still_remembers_the_emitted_intervals(tmp_path):
+    now = time.time()
+    minute = (int(now) // 60 - 3) * 60
+    first, _ = make(tmp_path, checkpoint_max_bytes="4096")
+    for n in range(3000):  # far more than 4 KiB of state, even compressed
+        first.add(counter(f"host{n}", n * 7919 % 100_003, minute + 1), now)
+    first.flush(minute + 60 + 3 * 3600 + 1)  # emits the interval; the full state does not fit
+    assert first.stats["checkpoint_errors"] >= 1
+    first.checkpoint.close()
+    second, _ = make(tmp_path, checkpoint_max_bytes="4096")
+    second.add(counter("late", 5, minute + 2), now)
+    assert second.stats["late"] == 2 and second.buckets == {}
