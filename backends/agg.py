@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from mondemand.backends.checkpoint import Checkpoint, CheckpointError, agg_state, restore_agg_state
 from mondemand.backends.series import ProgIdFilter
 from mondemand.client.partials import BOT10_SUFFIX, PARTIAL_CONTEXT_KEY, TOP10_SUFFIX, tail_size
 
@@ -34,7 +36,7 @@ from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages import MessageError, Metric, MetricType, StatsMsg
 from mondemand.messages.stats_fast import PROG_ID, StatsRecord, record_from_msg
-from mondemand.options import DAY, Option
+from mondemand.options import DAY, HOUR, Option
 from mondemand.plugin_api import Backend, ServerContext
 from mondemand.sketch import Sketch, SketchError
 from mondemand.summary import PERCENTILE_FIELDS, Summary
@@ -101,6 +103,13 @@ class AggBackend(Backend):
         Option("max_metrics", "int", 512, minimum=1, help="metrics per emitted StatsMsg"),
         Option("whitelist", "list", [], help="prog_id globs to summarise (when set, only these)"),
         Option("blacklist", "list", [], help="prog_id globs never to summarise"),
+        Option("checkpoint", "str", "auto",
+               help="state file surviving a crash: 'auto' (NAME.agg-checkpoint in the config's directory), "
+                    "a path (relative: to the config's directory) or 'off'"),
+        Option("checkpoint_interval", "duration", 5.0, minimum=0.1, maximum=HOUR,
+               help="how often the open intervals and counter states are saved"),
+        Option("checkpoint_max_bytes", "int", 256 << 20, minimum=4096,
+               help="largest checkpoint written (compressed); a bigger state is not saved (counted)"),
     )  # fmt: skip
 
     def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
@@ -122,13 +131,17 @@ class AggBackend(Backend):
         #: (host, prog_id, name, context) -> (last value, its time in ms, wall time last seen)
         self.counter_state: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], tuple[int, int, float]] = {}
         self.live = 0
+        #: starts of intervals already emitted whose events could still arrive: they are late, never emitted twice
+        self.emitted: set[int] = set()
+        self.checkpoint: Checkpoint | None = None
+        self._next_checkpoint = 0.0
         #: message context -> what it means here (`_shape`)
         self._shapes: dict[tuple[tuple[str, str], ...], tuple[Any, ...]] = {}
         self._next_expiry = 0.0
         self.stats: dict[str, int] = dict.fromkeys(
             ("messages", "samples", "own_skipped", "filtered", "late", "future", "out_of_order", "duplicates",
              "counter_resets", "overflow", "unknown_types", "bad_sketches", "percentiles_lost", "emitted_series",
-             "emitted_events", "emit_errors", "expired"),
+             "emitted_events", "emit_errors", "expired", "checkpoint_errors", "restored_series"),
             0,
         )  # fmt: skip
 
@@ -310,7 +323,7 @@ class AggBackend(Backend):
         """(start of the interval `ms` falls in, None), or (None, "late" / "future") when it is not taken."""
         seconds = ms / 1000
         start = int(seconds // self.interval) * self.interval
-        if start + self.interval + self.lateness <= now:
+        if start + self.interval + self.lateness <= now or start in self.emitted:
             return None, "late"
         if seconds > now + self.max_future:
             return None, "future"
@@ -343,12 +356,55 @@ class AggBackend(Backend):
     def flush(self, now: float | None = None) -> None:
         """Emit every interval that is over by `lateness`; expire silent counters."""
         now = time.time() if now is None else now
-        closed = [b for b in self.buckets if b + self.interval + self.lateness <= now]
-        for bucket in sorted(closed):
-            self._emit(bucket, self.buckets.pop(bucket), now)
+        closed = sorted(b for b in self.buckets if b + self.interval + self.lateness <= now)
+        if closed or now >= self._next_checkpoint:
+            self.emitted = {b for b in self.emitted if b + self.interval + self.lateness > now}
+        series = [self.buckets.pop(bucket) for bucket in closed]
+        if closed or now >= self._next_checkpoint:
+            # Saved before the emit: a crash between the two loses those intervals but never emits them twice.
+            self.emitted.update(closed)
+            self._save(now)
+        for bucket, summaries in zip(closed, series, strict=True):
+            self._emit(bucket, summaries, now)
         if now >= self._next_expiry:
             self._expire(now)
             self._next_expiry = now + min(self.expire_after, 60.0)
+
+    def start(self) -> None:
+        """Restore the checkpoint, if there is one (not after a takeover: the state came from the old instance)."""
+        if self.checkpoint is not None or self.config["checkpoint"] == "off":
+            return
+        text = self.config["checkpoint"]
+        path = Path(f"{self.name}.agg-checkpoint" if text == "auto" else text)
+        checkpoint = Checkpoint(self.context.config_dir / path, int(self.config["checkpoint_max_bytes"]), self.log)
+        if not checkpoint.acquire():
+            return
+        self.checkpoint = checkpoint
+        state = checkpoint.load()
+        if state is not None:
+            self.stats["restored_series"] = restore_agg_state(self, state)
+            self.log.info("restored %d open intervals and %d counter states from %s", len(self.buckets),
+                          len(self.counter_state), checkpoint.path)
+
+    def _save(self, now: float) -> None:
+        """Write the checkpoint (a no-op without one); a failure is counted and logged, and removes the old one."""
+        self._next_checkpoint = now + float(self.config["checkpoint_interval"])
+        if self.checkpoint is None:
+            return
+        try:
+            self.checkpoint.save(agg_state(self))
+        except CheckpointError as exc:
+            self.stats["checkpoint_errors"] += 1
+            try:  # at least which intervals were emitted, so that a restart does not emit them again
+                self.checkpoint.save({"interval": self.interval, "buckets": [], "counters": [],
+                                      "emitted": sorted(self.emitted)})
+                self.log.error("%s; saved only the emitted intervals (a restart starts without open ones)", exc)
+            except CheckpointError as err:
+                self.log.error("%s; the old checkpoint is removed (a restart starts empty)", err)
+                try:
+                    self.checkpoint.discard()
+                except OSError as gone:
+                    self.log.error("cannot remove checkpoint %s: %s", self.checkpoint.path, gone)
 
     def takeover(self, previous: Backend) -> None:
         """Adopt a failed instance's open intervals and counter states, so a restart neither loses nor repeats them.
@@ -360,6 +416,7 @@ class AggBackend(Backend):
             return
         self.buckets, self.counter_state, self.live = previous.buckets, previous.counter_state, previous.live
         self.stats, self._next_expiry = previous.stats, previous._next_expiry
+        self.emitted, self.checkpoint, previous.checkpoint = previous.emitted, previous.checkpoint, None
 
     def abandon(self) -> None:
         """Replaced after a failure: emit nothing; the replacement has taken over the open intervals."""
@@ -367,8 +424,14 @@ class AggBackend(Backend):
     def close(self) -> None:
         """Emit what is still open (those last intervals are partial) so a shutdown loses nothing."""
         now = time.time()
-        for bucket in sorted(self.buckets):
-            self._emit(bucket, self.buckets.pop(bucket), now)
+        closed = sorted(self.buckets)
+        series = [self.buckets.pop(bucket) for bucket in closed]
+        self.emitted.update(closed)
+        self._save(now)
+        if self.checkpoint is not None:
+            self.checkpoint.close()
+        for bucket, summaries in zip(closed, series, strict=True):
+            self._emit(bucket, summaries, now)
 
     def _expire(self, now: float) -> None:
         limit = now - self.expire_after
@@ -408,8 +471,11 @@ class AggBackend(Backend):
             self.stats["emitted_series"] += sum(m.type is MetricType.STATSET for m in metrics)
 
     def counters(self) -> dict[str, float]:
+        checkpoint = self.checkpoint
         return {**self.stats, "live_series": self.live, "open_intervals": len(self.buckets),
-                "counter_states": len(self.counter_state)}  # fmt: skip
+                "counter_states": len(self.counter_state),
+                "checkpoints": checkpoint.saves if checkpoint is not None else 0,
+                "checkpoint_bytes": checkpoint.last_bytes if checkpoint is not None else 0}  # fmt: skip
 
 
 @hookimpl

@@ -12,6 +12,13 @@ Writes go straight to the descriptor (`O_APPEND`, no user-space buffer): data
 handed to `append` is in the OS when it returns, so a killed process loses
 none of it. Callers batch their lines and call `append` once per file per batch.
 Not thread-safe: each backend owns its cache and uses it from its worker.
+
+An append is all or nothing: when a write fails part way (a full disk), the
+file is truncated back to where the append started, so a reader never sees a
+partial line, and `OSError` is raised. `is_outage` tells the errors that are
+the file system's condition (full, read-only, over quota, I/O error) from those
+of one file. `write` is the seam tests use to inject such errors on a real
+descriptor.
 """
 
 from __future__ import annotations
@@ -21,9 +28,17 @@ import errno
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+#: errno values that mean the file system cannot take writes for now (not a problem of one file or line).
+OUTAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO})
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for an OSError that is a condition of the whole file system (full, read-only, quota, I/O error)."""
+    return isinstance(exc, OSError) and exc.errno in OUTAGE_ERRNOS
 
 
 class FileCache:
@@ -38,6 +53,9 @@ class FileCache:
         self.closes = 0
         self.writes = 0
         self.bytes = 0
+        self.truncations = 0
+        #: `os.write` by default; tests replace it to make a real descriptor fail (short writes, ENOSPC)
+        self.write: Callable[[int, memoryview], int] = os.write
 
     def __len__(self) -> int:
         return len(self._open)
@@ -49,16 +67,29 @@ class FileCache:
         """Append `data` to `path`, creating it and its directories as needed; OSError when that fails."""
         fd = self._fd(path)
         view = memoryview(data)
+        write = self.write
         try:
             while view:
-                n = os.write(fd, view)
+                n = write(fd, view)
                 view = view[n:]
         except OSError:
+            done = len(data) - len(view)
+            if done:
+                self._undo(fd, path, done)
             self._close(path)  # a descriptor that failed is not trusted again
             raise
         self._open[path] = (fd, time.monotonic())
         self.writes += 1
         self.bytes += len(data)
+
+    def _undo(self, fd: int, path: Path, done: int) -> None:
+        """Truncate away the `done` bytes a failed append wrote, so the file ends with its last complete line."""
+        try:
+            os.ftruncate(fd, os.fstat(fd).st_size - done)
+            self.truncations += 1
+        except OSError as exc:  # cannot happen on a local file system; say so rather than hide a torn line
+            raise OSError(exc.errno, f"{path}: a failed append left {done} bytes that cannot be removed: {exc}") \
+                from exc
 
     def close_idle(self, now: float | None = None) -> int:
         """Close descriptors unused for `idle_timeout` seconds; returns how many were closed."""
@@ -103,4 +134,4 @@ class FileCache:
     def counters(self) -> dict[str, float]:
         """open_files, opens, closes, writes and bytes."""
         return {"open_files": len(self._open), "opens": self.opens, "closes": self.closes, "writes": self.writes,
-                "bytes": self.bytes}
+                "bytes": self.bytes, "truncations": self.truncations}

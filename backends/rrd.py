@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import rrdtool
+from mondemand.backends.outage import Outage
 from mondemand.backends.rrdcached import (
     RrdcachedClient,
     RrdcachedError,
@@ -65,6 +66,8 @@ DS_NAME = "value"
 CONSOLIDATIONS = ("AVERAGE", "MIN", "MAX", "LAST")
 DEFAULT_RRAS = ["1:44640", "15:9600", "1440:400"]
 DEFAULT_STATSET_RRAS = ["1:44640", "15:9600", "1440:1200"]
+#: Buffered samples sent per BATCH when replaying after an rrdcached outage.
+REPLAY_CHUNK = 5000
 _RRA = re.compile(r"([1-9][0-9]*):([1-9][0-9]*)")
 #: Bounds of one archive (steps:rows): 10 million rows is 80 MB per archive and file.
 MAX_RRA_STEPS, MAX_RRA_ROWS = 1_000_000, 10_000_000
@@ -205,6 +208,8 @@ class RrdBackend(Backend):
         Option("max_future", "duration", 600.0, minimum=0, maximum=DAY,
                help="refuse samples stamped further ahead of this server's clock (one would block its file)"),
         *ROLLUP_OPTIONS,
+        Option("outage_buffer_points", "int", 1_000_000, minimum=0, maximum=100_000_000,
+               help="samples kept (in order) while rrdcached is unreachable; beyond, dropped and counted"),
     )
 
     @classmethod
@@ -242,8 +247,8 @@ class RrdBackend(Backend):
                        if cfg["rollup"] else None)
         self._aggregate_contexts: dict[tuple[tuple[str, str], ...], bool] = {}
         self.client: RrdcachedClient | None = None
-        self._retry_at = 0.0
-        self._backoff = 0.0
+        #: samples waiting for rrdcached to come back (docs/rrd.md, "When rrdcached is down")
+        self.outage: Outage[tuple[SeriesFile, int, int | float]] = Outage(int(cfg["outage_buffer_points"]))
         if cfg["daemon"]:
             if any(ch.isspace() for ch in str(self.root)):
                 raise ValueError(f"root {self.root} contains white space, which rrdcached's protocol cannot carry")
@@ -263,14 +268,21 @@ class RrdBackend(Backend):
         self.close()
 
     def flush(self) -> None:
-        """Store the partial minutes that are over."""
+        """Store the partial minutes that are over; replay samples buffered during an rrdcached outage."""
         if self.rollup is not None:
             self._store_minutes(self.rollup.due())
+        if self.client is not None and self.outage.items:
+            self._replay()
 
     def close(self) -> None:
         if self.rollup is not None:
             self._store_minutes(self.rollup.drain())
         if self.client is not None:
+            if self.outage.items:
+                self._replay(force=True)
+            lost = self.outage.drop_all()
+            if lost:
+                self.log.error("rrdcached still unreachable at shutdown: %d buffered samples dropped", lost)
             self.client.close()
 
     def counters(self) -> dict[str, float]:
@@ -285,6 +297,8 @@ class RrdBackend(Backend):
             values[name] = self.counts[name]
         if getattr(self, "rollup", None) is not None:
             values.update(self.rollup.counters())  # type: ignore[union-attr]
+        values["dropped"] += self.outage.dropped
+        values.update(self.outage.counters())
         return values
 
     # -- per batch ---------------------------------------------------------------
@@ -528,17 +542,31 @@ class RrdBackend(Backend):
 
     def _write_daemon(self, touched: list[SeriesFile]) -> None:
         batch = _Batch()
-        backing_off = time.monotonic() < self._retry_at
+        outage = self.outage
         for entry in touched:
             samples = self._ready(entry)
             if not samples:
                 continue
-            if backing_off:
-                self.counts["dropped"] += len(samples)
+            if outage.active:  # behind what is buffered, so that every file gets its samples in order
+                outage.extend((entry, ts, value) for ts, value in samples)
                 continue
             self._queue_samples(batch, entry, samples)
         if batch.commands:
             self._send_batch(batch, retry=True)
+        if outage.items:
+            self._replay()
+
+    def _replay(self, force: bool = False) -> None:
+        """Send buffered samples in order, in chunks, until the buffer is empty or rrdcached fails again."""
+        outage = self.outage
+        while outage.items and (force or outage.due()):
+            batch = _Batch()
+            for entry, ts, value in outage.take(REPLAY_CHUNK):
+                self._queue_samples(batch, entry, [(ts, value)])
+            if batch.commands and not self._send_batch(batch, retry=True):
+                return
+        if not outage.items:
+            outage.succeeded()
 
     def _queue_samples(self, batch: _Batch, entry: SeriesFile, samples: list[Sample]) -> None:
         """Add `entry`'s samples to `batch`, creating the file first when needed."""
@@ -551,7 +579,8 @@ class RrdBackend(Backend):
         for ts, value in samples:
             batch.add(f"UPDATE {entry.path} {ts}:{_value_text(value)}", (entry, ts, value))
 
-    def _send_batch(self, batch: _Batch, retry: bool) -> None:
+    def _send_batch(self, batch: _Batch, retry: bool) -> bool:
+        """Send `batch`; False when rrdcached is unreachable (its samples are then buffered, in order, in front)."""
         assert self.client is not None
         was_connected = self.client.connected
         try:
@@ -559,16 +588,15 @@ class RrdBackend(Backend):
         except RrdcachedError as exc:
             if retry and was_connected:
                 # The connection may have gone stale (daemon restarted): one fresh attempt.
-                self._send_batch(batch, retry=False)
-                return
-            lost = sum(1 for o in batch.owners if o is not None)
+                return self._send_batch(batch, retry=False)
+            samples = [o for o in batch.owners if o is not None]
             self.counts["daemon_errors"] += 1
-            self.counts["dropped"] += lost
-            self._backoff = min(max(self._backoff * 2, 0.1), 30.0)
-            self._retry_at = time.monotonic() + self._backoff
-            self.ratelog.error("daemon", "%s; %d samples dropped, retrying in %.1f s", exc, lost, self._backoff)
-            return
-        self._backoff = 0.0
+            self.outage.put_back(samples)
+            delay = self.outage.failed()
+            self.ratelog.error("daemon", "%s; %d samples buffered (%d in all), retrying in %.1f s", exc,
+                               len(samples), len(self.outage.items), delay)
+            return False
+        self.outage.succeeded()
         vanished: dict[SeriesFile, list[Sample]] = {}
         for index, owner in enumerate(batch.owners):
             if owner is None:
@@ -600,6 +628,7 @@ class RrdBackend(Backend):
                 self._queue_samples(again, entry, samples)
             if again.commands:
                 self._send_batch(again, retry=False)
+        return True
 
 
 class _Batch:

@@ -5,6 +5,11 @@ date). prog_id and host come from the wire, so each goes through
 `mondemand.safepath.safe_name` (docs/files.md, "Names from the wire"). Lines
 are gathered per file during a batch and written with one `write` per file
 at the end of it. Bytes that are not UTF-8 are written as ``\\xe9`` (`mondemand.text`).
+
+A full, read-only or failing file system is an outage (`mondemand.backends.outage`):
+writing stops, what arrives is kept (up to `outage_buffer_bytes`) and written
+in order once writes succeed again; a failed append leaves no partial line
+(`FileCache`). docs/files.md, "When the disk is full".
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mondemand.backends.filecache import FileCache
+from mondemand.backends.filecache import FileCache, is_outage
+from mondemand.backends.outage import Outage
 
 from mondemand.fdlimit import descriptor_share
-from mondemand.options import DAY, Option
+from mondemand.options import DAY, TIB, Option
 from mondemand.plugin_api import Backend
 from mondemand.runner import RateLimitedLog
 from mondemand.safepath import UnsafePathError, join_under
@@ -30,6 +36,8 @@ _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _SPECIAL = frozenset("\\\t\n\r")
 _UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
 _PATH_CACHE_MAX = 10_000
+#: Bytes a buffered chunk costs besides its data (the tuple, the path, the bytes object's header).
+_CHUNK_OVERHEAD = 200
 
 
 def escape_field(text: str) -> str:
@@ -94,6 +102,8 @@ class DatedTextBackend(Backend):
                help="close a file not written for this long"),
         Option("max_open_files", "int", 4096, minimum=1,
                help="most files kept open at once (one per program and host a day: keep above the senders)"),
+        Option("outage_buffer_bytes", "size", 64 << 20, minimum=0, maximum=TIB,
+               help="lines kept in memory while the file system refuses writes (full, read-only); beyond, dropped"),
     )
 
     def start(self) -> None:
@@ -112,6 +122,10 @@ class DatedTextBackend(Backend):
         self.path_errors = 0
         self.skipped_events = 0
         self.reopens = 0
+        #: (path, data, lines) chunks waiting for the file system to take writes again
+        self.outage: Outage[tuple[Path, bytes, int]] = Outage(
+            max_bytes=int(self.config.get("outage_buffer_bytes", 64 << 20)))
+        self.buffered_lines = 0
 
     def path_for(self, day: tuple[str, str, str], prog_id: str, host: str) -> Path | None:
         """`<root>/YYYY/MM/DD/<prog_id>/<host>` with both names made safe; None (logged) if it would escape."""
@@ -154,20 +168,73 @@ class DatedTextBackend(Backend):
     def write_pending(self) -> None:
         """One write per file for everything queued; a file that fails loses only its own lines (counted)."""
         pending, self._pending = self._pending, {}
-        for path, lines in pending.items():
-            # Fields are already escaped (a real backslash is \\), so a byte that is not UTF-8 written as \xe9
-            # is unambiguous and the file stays valid UTF-8.
-            data = escape_bytes("\n".join(lines) + "\n").encode("utf-8")
-            try:
-                self.files.append(path, data)
-            except OSError as exc:
-                self.write_errors += 1
-                self.lines_dropped += len(lines)
-                self._ratelog.error("write", "%s: cannot write %s: %s", self.name, path, exc)
-                continue
-            self.lines_written += len(lines)
+        # Fields are already escaped (a real backslash is \\), so a byte that is not UTF-8 written as \xe9
+        # is unambiguous and the file stays valid UTF-8.
+        chunks = [(path, escape_bytes("\n".join(lines) + "\n").encode("utf-8"), len(lines))
+                  for path, lines in pending.items()]
+        if self.outage.active:  # behind what is buffered: every file keeps its order
+            for chunk in chunks:
+                self._buffer(chunk)
+            self._replay()
+            return
+        for i, chunk in enumerate(chunks):
+            if not self._write(chunk):
+                for later in chunks[i + 1:]:
+                    self._buffer(later)
+                return
+
+    def _write(self, chunk: tuple[Path, bytes, int], buffered: bool = False) -> bool:
+        """Append one chunk; False when the file system is in an outage (the chunk is then buffered in front)."""
+        path, data, lines = chunk
+        try:
+            self.files.append(path, data)
+        except OSError as exc:
+            if is_outage(exc):
+                lost = self.outage.put_back([chunk], [len(data) + _CHUNK_OVERHEAD])
+                if not buffered:
+                    self.buffered_lines += lines
+                self._lost(lost)
+                delay = self.outage.failed()
+                self._ratelog.error("outage", "%s: cannot write %s: %s; writes stopped, %d lines buffered, retrying "
+                                    "in %.1f s", self.name, path, exc, self.buffered_lines, delay)
+                return False
+            self.write_errors += 1
+            self.lines_dropped += lines
+            if buffered:
+                self.buffered_lines -= lines
+            self._ratelog.error("write", "%s: cannot write %s: %s", self.name, path, exc)
+            return True
+        self.lines_written += lines
+        if buffered:
+            self.buffered_lines -= lines
+        return True
+
+    def _buffer(self, chunk: tuple[Path, bytes, int]) -> None:
+        if self.outage.add(chunk, len(chunk[1]) + _CHUNK_OVERHEAD):
+            self.buffered_lines += chunk[2]
+        else:
+            self.lines_dropped += chunk[2]
+
+    def _lost(self, chunks: list[tuple[Path, bytes, int]]) -> None:
+        for _path, _data, lines in chunks:
+            self.lines_dropped += lines
+            self.buffered_lines -= lines
+
+    def _replay(self, force: bool = False) -> None:
+        """Write buffered chunks in order while the file system takes them (after the back-off)."""
+        outage = self.outage
+        while outage.items and (force or outage.due()):
+            chunk = outage.take(1)[0]
+            if not self._write(chunk, buffered=True):
+                return
+        if not outage.items:
+            if outage.active:
+                self.log.info("%s: writes resumed; the buffered lines are written", self.name)
+            outage.succeeded()
 
     def flush(self) -> None:
+        if self.outage.items:
+            self._replay()
         self.files.close_idle()
 
     def reopen(self) -> None:
@@ -176,6 +243,14 @@ class DatedTextBackend(Backend):
 
     def close(self) -> None:
         self.write_pending()
+        if self.outage.items:
+            self._replay(force=True)
+        if self.outage.items:
+            lost = self.outage.take(len(self.outage.items))
+            self._lost(lost)
+            self.outage.dropped += len(lost)
+            self.log.error("%s: the file system still refuses writes at shutdown; %d lines dropped", self.name,
+                           sum(c[2] for c in lost))
         self.files.close()
 
     def counters(self) -> dict[str, float]:
@@ -187,4 +262,8 @@ class DatedTextBackend(Backend):
             "skipped_events": self.skipped_events,
             "reopens": self.reopens,
             "open_files": len(self.files),
+            "buffered": self.buffered_lines,
+            "dropped": self.lines_dropped,
+            "truncations": self.files.truncations,
+            **{k: v for k, v in self.outage.counters().items() if k != "buffered"},
         }

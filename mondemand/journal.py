@@ -165,6 +165,9 @@ class JournalWriter:
     gzip stream (trailer and CRC), fsyncs and closes.
     """
 
+    #: `os.write`; tests replace it to make the real descriptor fail (a full disk)
+    write_fn: Callable[[int, memoryview], int] = staticmethod(os.write)
+
     def __init__(self, path: str | os.PathLike[str], level: int = 6) -> None:
         self.path = Path(path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
@@ -201,13 +204,35 @@ class JournalWriter:
         return self._write_pending()
 
     def close(self) -> None:
-        """End the gzip stream, write, fsync and close; closing twice is harmless."""
+        """End the gzip stream, write, fsync and close; closing twice is harmless.
+
+        When that fails (a full disk), the file is cut back to its last sync and closed: readable up to there.
+        """
         if self._fd < 0:
             return
         try:
             self._pending.append(self._z.flush(zlib.Z_FINISH))
             self._write_pending()
             os.fsync(self._fd)
+        except OSError:
+            self.abandon()
+            raise
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def abandon(self) -> None:
+        """Give up the file after a failed write: truncate it to its last complete sync and close it.
+
+        The file then reads (`JournalReader`) up to the last record `sync` wrote, without a trailer, like the
+        journal of a killed server; records written since are not in it (the caller still has them).
+        """
+        if self._fd < 0:
+            return
+        self._pending.clear()
+        try:
+            os.ftruncate(self._fd, self.written)
         finally:
             os.close(self._fd)
             self._fd = -1
@@ -216,8 +241,9 @@ class JournalWriter:
         data = memoryview(b"".join(self._pending))
         self._pending.clear()
         total = len(data)
+        write = self.write_fn
         while data:
-            n = os.write(self._fd, data)
+            n = write(self._fd, data)
             data = data[n:]
         self.written += total
         return total

@@ -47,7 +47,7 @@ class Collector:
 
 
 def make_agg(collector: Collector | None = None, name: str = "agg", **options: str) -> AggBackend:
-    values, problems = parse_options(AggBackend.options, options)
+    values, problems = parse_options(AggBackend.options, {"checkpoint": "off", **options})
     assert problems == []
     backend = AggBackend(name, values, ServerContext(inject=collector if collector is not None else Collector()))
     backend.start()
@@ -333,11 +333,11 @@ class FlushFailsOnce(AggBackend):
         super().flush(now)
 
 
-def test_a_restart_mid_interval_emits_each_interval_once_with_all_its_samples():
+def test_a_restart_mid_interval_emits_each_interval_once_with_all_its_samples(tmp_path):
     emitted: list[RawEvent] = []
     config, problems = parse_options(AggBackend.options, {"lateness": "3h", "interval": "60s"})
     assert problems == []
-    context = ServerContext(inject=emitted.append)
+    context = ServerContext(inject=emitted.append, config_dir=tmp_path)
     FlushFailsOnce.instances = []
     FlushFailsOnce.armed.clear()
     runner = BackendRunner("agg", lambda: FlushFailsOnce("agg", config, context), flush_interval=0.02,

@@ -200,7 +200,7 @@ def test_whisper(tmp_path):
 def test_agg(tmp_path):
     emitted: list[RawEvent] = []
     events = mixed("stats")
-    r, _ = run("agg", {"lateness": "3h"}, events, ServerContext(inject=emitted.append))
+    r, _ = run("agg", {"lateness": "3h"}, events, ServerContext(inject=emitted.append, config_dir=tmp_path))
     sums: dict[tuple[str, int], tuple[int, int]] = {}
     for raw in emitted:
         msg = raw.message

@@ -224,22 +224,23 @@ def test_a_deleted_file_is_created_again(tmp_path: Path) -> None:
 # -- rrdcached availability ---------------------------------------------------------------------------
 
 
-def test_unreachable_daemon_drops_and_counts_then_recovers(tmp_path: Path) -> None:
+def test_unreachable_daemon_buffers_and_counts_then_replays_in_order(tmp_path: Path) -> None:
     sock_dir = Path(tempfile.mkdtemp(prefix="rrds"))
     address = f"unix:{sock_dir / 'sock'}"
     backend = make_backend(tmp_path / "rrd", daemon=address)  # nobody listens yet: start does not fail
     backend.handle(raw_events(stats_msg(gauges={"g": 1}, send_time=BASE)))
     backend.handle(raw_events(stats_msg(gauges={"g": 2}, send_time=BASE + 60)))  # within the back-off
     counts = backend.counters()
-    assert (counts["daemon_errors"], counts["dropped"], counts["written"]) == (1, 2, 0)
+    assert (counts["daemon_errors"], counts["buffered"], counts["dropped"], counts["written"]) == (1, 2, 0, 0)
 
     daemon = Rrdcached(tmp_path, socket_path=sock_dir / "sock")
     try:
         time.sleep(0.15)  # past the first back-off
         backend.handle(raw_events(stats_msg(gauges={"g": 3}, send_time=BASE + 120)))
-        assert backend.counters()["written"] == 1
+        counts = backend.counters()
+        assert (counts["written"], counts["buffered"], counts["dropped"]) == (3, 0, 0)
         values = read(tmp_path / "rrd" / file_path(key("gauge", "g")), {"daemon": address})
-        assert values[BASE + 120] == 3.0
+        assert (values[BASE + 60], values[BASE + 120]) == (2.0, 3.0)
     finally:
         backend.close()
         daemon.stop()
