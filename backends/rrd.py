@@ -58,7 +58,7 @@ from mondemand.hookspecs import hookimpl
 from mondemand.messages.stats_fast import COLLECT_TIME, CONTEXT, PROG_ID, StatsRecord
 from mondemand.options import DAY, HOUR, Option, OptionError
 from mondemand.plugin_api import Backend
-from mondemand.rollup import ROLLUP_OPTIONS, MinuteRollup, partial_context
+from mondemand.rollup import ROLLUP_OPTIONS, RollupOwner, partial_context
 from mondemand.runner import RateLimitedLog
 
 #: The one data source of every file, as in the reference.
@@ -176,7 +176,7 @@ def _value_text(value: int | float) -> str:
     return str(value) if isinstance(value, int) else repr(float(value))
 
 
-class RrdBackend(Backend):
+class RrdBackend(RollupOwner, Backend):
     """Store every counter, gauge and statset sub-statistic of StatsMsg events in RRD files."""
 
     type_name = "rrd"
@@ -243,8 +243,7 @@ class RrdBackend(Backend):
         self.counts: Counter[str] = Counter()
         self.series = 0
         self.max_future = float(cfg["max_future"])
-        self.rollup = (getattr(self, "_adopted_rollup", None) or MinuteRollup(float(cfg["rollup_lateness"]))
-                       if cfg["rollup"] else None)
+        self.rollup = self.make_rollup(cfg)
         self._aggregate_contexts: dict[tuple[tuple[str, str], ...], bool] = {}
         self.client: RrdcachedClient | None = None
         #: samples waiting for rrdcached to come back (docs/rrd.md, "When rrdcached is down")
@@ -257,15 +256,6 @@ class RrdBackend(Backend):
                 self.client.connect()
             except RrdcachedError as exc:
                 self.log.warning("%s; will retry", exc)
-
-    def takeover(self, previous: Backend) -> None:
-        """Adopt a failed instance's open partial minutes (`abandon` left them unwritten)."""
-        self._adopted_rollup = getattr(previous, "_handover", None) or getattr(previous, "rollup", None)
-
-    def abandon(self) -> None:
-        """Close without writing the open partial minutes: the replacement takes them over."""
-        self._handover, self.rollup = self.rollup, None
-        self.close()
 
     def flush(self) -> None:
         """Store the partial minutes that are over; replay samples buffered during an rrdcached outage."""

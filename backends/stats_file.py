@@ -28,8 +28,7 @@ from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages import MetricType, Statset
 from mondemand.messages.stats_fast import CONTEXT, StatsRecord
-from mondemand.plugin_api import Backend
-from mondemand.rollup import ROLLUP_OPTIONS, MinuteRollup, partial_context
+from mondemand.rollup import ROLLUP_OPTIONS, RollupOwner, partial_context
 
 _COUNTER, _GAUGE, _STATSET = MetricType.COUNTER.value, MetricType.GAUGE.value, MetricType.STATSET.value
 
@@ -43,7 +42,7 @@ def fallback_ms(raw: RawEvent | None, receipt_time: int | None) -> int:
     return int(time.time() * 1000)
 
 
-class StatsFileBackend(DatedTextBackend):
+class StatsFileBackend(RollupOwner, DatedTextBackend):
     """Append each metric of each StatsMsg to `<root>/YYYY/MM/DD/<prog_id>/<host>`."""
 
     type_name = "stats_file"
@@ -52,8 +51,7 @@ class StatsFileBackend(DatedTextBackend):
 
     def start(self) -> None:
         super().start()
-        self.rollup = (getattr(self, "_adopted_rollup", None) or MinuteRollup(float(self.config["rollup_lateness"]))
-                       if self.config["rollup"] else None)
+        self.rollup = self.make_rollup(self.config)
         self.stats_sent_count = 0
         self.unwritten_metrics = 0
         #: (host, prog_id, context) -> (escaped head columns, escaped context column); senders repeat them.
@@ -75,15 +73,6 @@ class StatsFileBackend(DatedTextBackend):
             except Exception as exc:  # bad data in this event: it alone is dropped
                 self.reject(raw, exc)
         self.write_pending()
-
-    def takeover(self, previous: Backend) -> None:
-        """Adopt a failed instance's open partial minutes (`abandon` left them unwritten)."""
-        self._adopted_rollup = getattr(previous, "_handover", None) or getattr(previous, "rollup", None)
-
-    def abandon(self) -> None:
-        """Close without writing the open partial minutes: the replacement takes them over."""
-        self._handover, self.rollup = self.rollup, None
-        self.close()
 
     def flush(self) -> None:
         """Write the partial minutes that are over, then close idle files."""

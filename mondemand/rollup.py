@@ -310,3 +310,30 @@ class MinuteRollup:
         """partials, late_partials, minutes, bad_sketches and the open minutes."""
         return {**{f"rollup_{k}": v for k, v in self.counts.items()},
                 "rollup_open_minutes": sum(len(m) for m in self.open.values())}
+
+
+class RollupOwner:
+    """What a storage backend that rolls partials up shares: building its roll-up, and handing it over.
+
+    Mixed in before `Backend`: when the runner replaces a failed instance,
+    `abandon` closes it without writing the open minutes and `takeover` gives
+    them to the replacement, whose `start` builds its roll-up with
+    `make_rollup` (the adopted one, if any).
+    """
+
+    rollup: MinuteRollup | None
+
+    def make_rollup(self, config: Any) -> MinuteRollup | None:
+        """The roll-up `start` keeps when `rollup` is on: the one taken over, else a new one."""
+        if not config["rollup"]:
+            return None
+        return getattr(self, "_adopted_rollup", None) or MinuteRollup(float(config["rollup_lateness"]))
+
+    def takeover(self, previous: Any) -> None:
+        """Adopt a failed instance's open partial minutes (`abandon` left them unwritten)."""
+        self._adopted_rollup = getattr(previous, "_handover", None) or getattr(previous, "rollup", None)
+
+    def abandon(self) -> None:
+        """Close without writing the open partial minutes: the replacement takes them over."""
+        self._handover, self.rollup = self.rollup, None
+        self.close()  # type: ignore[attr-defined]

@@ -44,7 +44,7 @@ from mondemand.hookspecs import hookimpl
 from mondemand.messages.stats_fast import CONTEXT, PROG_ID, StatsRecord
 from mondemand.options import Option
 from mondemand.plugin_api import Backend
-from mondemand.rollup import ROLLUP_OPTIONS, MinuteRollup, partial_context
+from mondemand.rollup import ROLLUP_OPTIONS, RollupOwner, partial_context
 from mondemand.runner import RateLimitedLog
 
 __all__ = ["WhisperBackend", "aggregation_method", "parse_retentions"]
@@ -111,7 +111,7 @@ def _stays_under(rel: PurePosixPath) -> bool:
     return not rel.is_absolute() and all(part not in ("", ".", "..") for part in rel.parts)
 
 
-class WhisperBackend(Backend):
+class WhisperBackend(RollupOwner, Backend):
     """Store counters, gauges and statset sub-statistics as whisper files."""
 
     type_name = "whisper"
@@ -145,8 +145,7 @@ class WhisperBackend(Backend):
         self.paths: dict[SeriesKey, Path | None] = {}
         self.rates = CounterRates(delta=self.config["counters"] == "delta")
         self.counts: Counter[str] = Counter()
-        self.rollup = (getattr(self, "_adopted_rollup", None) or MinuteRollup(float(cfg["rollup_lateness"]))
-                       if cfg["rollup"] else None)
+        self.rollup = self.make_rollup(cfg)
 
     def counters(self) -> dict[str, float]:
         values: dict[str, float] = {"series": len(self.paths), "collisions": self.registry.collisions}
@@ -197,15 +196,6 @@ class WhisperBackend(Backend):
                     continue
                 value = rate
             pending.setdefault(key, []).append((timestamp, value))
-
-    def takeover(self, previous: Backend) -> None:
-        """Adopt a failed instance's open partial minutes (`abandon` left them unwritten)."""
-        self._adopted_rollup = getattr(previous, "_handover", None) or getattr(previous, "rollup", None)
-
-    def abandon(self) -> None:
-        """Close without writing the open partial minutes: the replacement takes them over."""
-        self._handover, self.rollup = self.rollup, None
-        self.close()
 
     def flush(self) -> None:
         """Store the partial minutes that are over."""
