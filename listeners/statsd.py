@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mondemand.listeners.errors import ListenerError
-from mondemand.listeners.udp import plain_ip
+from mondemand.listeners.udp import plain_ip, stop_receiving
 
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
@@ -541,21 +541,7 @@ class StatsdListener(Listener):
 
     def stop(self) -> None:
         """Stop reading, flush what the current interval holds, close the socket."""
-        self._stopping = True
-        thread, self._thread = self._thread, None
-        if self._wake_w >= 0:
-            with contextlib.suppress(OSError):
-                os.write(self._wake_w, b"x")
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(STOP_TIMEOUT)
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._wake_r = self._wake_w = -1
+        stop_receiving(self)
 
     # -- description and counters --------------------------------------------------
 

@@ -201,26 +201,7 @@ class LwesUdpListener(Listener):
 
     def stop(self) -> None:
         """Wake the receiving thread, wait for it to end, then close the socket."""
-        self._stopping = True
-        thread, self._thread = self._thread, None
-        if self._wake_w >= 0:
-            with contextlib.suppress(OSError):
-                os.write(self._wake_w, b"x")
-        alive = False
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(STOP_TIMEOUT)
-            alive = thread.is_alive()
-            if alive:
-                self.log.warning("listener %s: receiving thread still busy after %.0f s", self.name, STOP_TIMEOUT)
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        if not alive:  # a thread still polling keeps its pipe, so that the descriptors are not reused under it
-            for fd in (self._wake_r, self._wake_w):
-                if fd >= 0:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-        self._wake_r = self._wake_w = -1
+        stop_receiving(self)
 
     # -- description and counters ---------------------------------------------
 
@@ -412,6 +393,36 @@ class LwesUdpListener(Listener):
         self._last_error_log = now
         self._suppressed = 0
         self.log.error("listener %s: %s: %r%s", self.name, what, exc, more, exc_info=exc)
+
+
+def stop_receiving(listener: Any) -> None:
+    """Stop a listener's receiving thread: set `_stopping`, wake it through its pipe, join it, close its socket.
+
+    Shared by the listeners built the same way (a thread polling `_sock` and
+    the read end of a wake-up pipe). A thread that does not end within
+    STOP_TIMEOUT keeps its pipe open, so that the descriptors are not reused
+    under its poll.
+    """
+    listener._stopping = True
+    thread, listener._thread = listener._thread, None
+    if listener._wake_w >= 0:
+        with contextlib.suppress(OSError):
+            os.write(listener._wake_w, b"x")
+    alive = False
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(STOP_TIMEOUT)
+        alive = thread.is_alive()
+        if alive:
+            listener.log.warning("listener %s: receiving thread still busy after %.0f s", listener.name, STOP_TIMEOUT)
+    if listener._sock is not None:
+        listener._sock.close()
+        listener._sock = None
+    if not alive:
+        for fd in (listener._wake_r, listener._wake_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+    listener._wake_r = listener._wake_w = -1
 
 
 @hookimpl
