@@ -20,12 +20,12 @@ alerts backend's `/alerts` document shows them (`key`).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from mondemand.atomicfile import write_json_atomic
 
 __all__ = ["SILENCES_FILE", "Silences", "acknowledge", "silence"]
 
@@ -46,17 +46,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _write(path: Path, document: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(document, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(path, document, indent=1)
 
 
 def silence(path: Path, rule: str, series: str | None, until: float, by: str = "", now: float | None = None) -> dict:

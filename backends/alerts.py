@@ -16,8 +16,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -25,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mondemand.atomicfile import write_json_atomic
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages import StatsMsg
@@ -326,17 +325,7 @@ class AlertsBackend(Backend):
                     "alerts": {name: state.snapshot() for name, state in self.rules.items()},
                     "history": list(self.recent)}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    json.dump(document, fh, separators=(",", ":"))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_json_atomic(path, document)
         except OSError as exc:
             self.state_errors += 1
             self.log.error("cannot write alert state file %s: %s (states are kept in memory)", path, exc)
