@@ -132,7 +132,9 @@ backends = everything, stats
     def names(name: str) -> list[str]:
         return sorted(line["name"] for line in read_json_lines(files[name]))
 
-    wait_for(lambda: len(names("stats")) >= 3, what="3 events in stats")
+    # Each backend has its own worker: wait for every file, not only the first one.
+    for name, count in (("stats", 3), ("logs", 1), ("mondemand", 2)):
+        wait_for(lambda name=name, count=count: len(names(name)) >= count, what=f"{count} events in {name}")
     # The StatsMsg matches two routes that both name `stats`: delivered once.
     assert names("stats") == ["Custom::Thing", "MonDemand::LogMsg", "MonDemand::StatsMsg"]
     assert names("logs") == ["MonDemand::LogMsg"]
