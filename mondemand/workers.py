@@ -32,7 +32,6 @@ from mondemand.ipc import (
     FrameError,
     FrameReader,
     FrameWriter,
-    batch_events,
     encode_batch,
     encode_message,
     grow_pipe,
@@ -85,13 +84,21 @@ _memo = threading.local()
 
 
 def _payload(name: str, events: list[RawEvent]) -> bytes:
-    """The batch's pickled payload; the same list sent to several workers is pickled once."""
+    """The batch's payload (`mondemand.ipc`); the same list sent to several workers is encoded once."""
     last = getattr(_memo, "last", None)
     if last is not None and last[0] is events:
         return last[1]
     payload = encode_batch(name, events)
     _memo.last = (events, payload)
     return payload
+
+
+def _encodable(raw: RawEvent) -> bool:
+    try:
+        encode_batch(raw.name, [raw])
+    except ValueError:
+        return False
+    return True
 
 
 class RemoteTarget:
@@ -105,7 +112,18 @@ class RemoteTarget:
 
     def offer_many(self, events: list[RawEvent]) -> int:
         """Queue the batch for the worker; never blocks. Returns how many were queued (all or none)."""
-        return self.worker.offer(_payload(events[0].name, events), self.mask, len(events)) if events else 0
+        if not events:
+            return 0
+        try:
+            payload = _payload(events[0].name, events)
+        except ValueError:  # an event the link cannot carry (a receipt time or port out of range) costs itself only
+            good = [raw for raw in events if _encodable(raw)]
+            self.worker._count_dropped(self.mask, len(events) - len(good))
+            if not good:
+                return 0
+            payload = encode_batch(good[0].name, good)
+            events = good
+        return self.worker.offer(payload, self.mask, len(events))
 
     def __repr__(self) -> str:
         return f"RemoteTarget({self.worker.name!r}, mask={self.mask:#x})"
@@ -379,9 +397,9 @@ class WorkerProcess:
                 waiter[0].set()
 
     def _take_injects(self, message: tuple[Any, ...]) -> None:
-        for data, ms, ip, port, listener, name in message[1]:
+        for data, ms, ip, port, listener, name, tenant in message[1]:
             try:
-                self.inject(RawEvent(data, ms, ip, port, listener, name))
+                self.inject(RawEvent(data, ms, ip, port, listener, name, tenant))
             except Exception:
                 log.exception("worker %s: routing an injected event failed", self.name)
 
@@ -470,7 +488,7 @@ def run_worker(name: str, specs: list[BackendSpec], settings: WorkerSettings, do
     def inject(raw: RawEvent) -> None:
         with contextlib.suppress(OSError):  # the main process is gone: nothing can be routed any more
             writer.send(("inject", [(raw.data, raw.receipt_ms, raw.sender_ip, raw.sender_port, raw.listener,
-                                     raw.name)]))
+                                     raw.name, raw.tenant)]))
 
     def count_decode_error(raw: RawEvent, exc: Exception) -> None:
         if not getattr(exc, "counted", False):
@@ -532,7 +550,7 @@ def run_worker(name: str, specs: list[BackendSpec], settings: WorkerSettings, do
         mask, message = frame
         kind = message[0]
         if kind == "batch":
-            events = batch_events(message[1], message[2])
+            events = message[1]
             i = 0
             while mask:
                 if mask & 1:
