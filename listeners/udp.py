@@ -59,6 +59,9 @@ IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 MAX_RECEIVE_BUFFER = 1 << 30
 #: Datagrams read in one drain before the thread checks the wake-up pipe again.
 MAX_BURST = 4096
+#: After a drain of fewer datagrams than this, the thread waits LINGER seconds before polling again.
+LINGER_BELOW = 512
+LINGER = 0.001
 #: At most one logged error line per listener in this many seconds.
 ERROR_LOG_INTERVAL = 10.0
 #: At most one logged malformed-input line per listener in this many seconds.
@@ -335,6 +338,7 @@ class LwesUdpListener(Listener):
                 if flags & select.POLLNVAL:
                     self.log.error("listener %s: socket closed under the receiving thread", self.name)
                     return
+            before = self.received
             try:
                 self._drain(sock, deliver)
             except OSError as exc:
@@ -345,6 +349,10 @@ class LwesUdpListener(Listener):
             except Exception as exc:  # a safety net: the thread must keep receiving
                 self.errors += 1
                 self._log_error("unexpected error", exc)
+            if self.received - before < LINGER_BELOW:
+                # A short drain: we are keeping up. Let datagrams gather for a moment rather than wake
+                # (and hand batches on) for every few of them; the receive buffer holds far more.
+                time.sleep(LINGER)
 
     def _drain(self, sock: socket.socket, deliver: Callable[[list[RawEvent]], None]) -> None:
         """Read up to MAX_BURST datagrams, until the socket would block, and deliver them as one batch."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import select
 import struct
 import threading
 from typing import Any
@@ -151,11 +152,20 @@ class FrameWriter:
         self._lock = threading.Lock()
 
     def write(self, frame: bytes) -> None:
-        """Write all of `frame`; raises OSError (e.g. EPIPE) when the reader is gone."""
+        """Write all of `frame`, waiting for room; raises OSError (e.g. EPIPE) when the reader is gone.
+
+        Works on a blocking or a non-blocking descriptor.
+        """
         with self._lock:
             view = memoryview(frame)
             while view:
-                written = os.write(self.fd, view)
+                try:
+                    written = os.write(self.fd, view)
+                except BlockingIOError:
+                    poller = select.poll()
+                    poller.register(self.fd, select.POLLOUT)
+                    poller.poll()
+                    continue
                 view = view[written:]
 
     def send(self, message: tuple[Any, ...]) -> None:
@@ -170,27 +180,51 @@ class FrameWriter:
 class FrameReader:
     """Reads frames from a pipe: `read()` returns (mask, message) or None at end of file.
 
-    A batch frame (mask not 0) is returned as (mask, ("batch", events)).
+    A batch frame (mask not 0) is returned as (mask, ("batch", events)). The
+    reader keeps its own buffer (one `read` takes whatever the pipe holds, up to
+    PIPE_SIZE), so `buffered` can tell whether another frame is already here.
     """
 
     def __init__(self, fd: int) -> None:
-        self._file = os.fdopen(fd, "rb", buffering=PIPE_SIZE)
+        self.fd = fd
+        self._buf = bytearray()
+        self._pos = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes read from the pipe and not yet returned as frames."""
+        return len(self._buf) - self._pos
+
+    def _fill(self, need: int) -> bool:
+        """Have `need` unread bytes in the buffer; False at end of file before that."""
+        buf = self._buf
+        if self._pos and self._pos >= len(buf) // 2:
+            del buf[:self._pos]
+            self._pos = 0
+        while len(buf) - self._pos < need:
+            chunk = os.read(self.fd, max(PIPE_SIZE, need - (len(buf) - self._pos)))
+            if not chunk:
+                return False
+            buf += chunk
+        return True
 
     def read(self) -> tuple[int, Any] | None:
-        header = self._file.read(HEADER.size)
-        if not header:
+        if not self._fill(HEADER.size):
+            if self.buffered:
+                raise FrameError("frame header cut short")
             return None
-        if len(header) < HEADER.size:
-            raise FrameError("frame header cut short")
-        size, mask = HEADER.unpack(header)
+        size, mask = HEADER.unpack_from(self._buf, self._pos)
         if size > MAX_FRAME:
             raise FrameError(f"frame of {size} bytes announced")
-        payload = self._file.read(size)
-        if len(payload) < size:
+        if not self._fill(HEADER.size + size):
             raise FrameError("frame cut short")
+        start = self._pos + HEADER.size
+        payload = bytes(self._buf[start:start + size])
+        self._pos = start + size
         if mask:
             return mask, ("batch", decode_batch(payload))
         return mask, pickle.loads(payload)
 
     def close(self) -> None:
-        self._file.close()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)

@@ -198,6 +198,6 @@ def test_an_event_the_link_cannot_carry_costs_only_itself() -> None:
     batch = [RawEvent(b"\x01X\x00\x00", 1, "127.0.0.1", port, "main", "X") for port in (1, 2, 70000, 3)]
     assert target.offer_many(batch) == 3
     assert worker.link_dropped == [1]
-    [(payload, mask, count)] = list(worker._queue)
+    [(frame, mask, count)] = list(worker._queue)
     assert (mask, count) == (1, 3)
-    assert [raw.sender_port for raw in ipc.decode_batch(payload)] == [1, 2, 3]
+    assert [raw.sender_port for raw in ipc.decode_batch(frame[ipc.HEADER.size:])] == [1, 2, 3]
