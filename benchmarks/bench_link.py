@@ -94,7 +94,7 @@ def main() -> None:
             listener._drain(rx, deliver)
         t1 = time.process_time()
         best_main = min(best_main, (t1 - t0) / burst)
-        frames = [payload for payload, _mask, _count in worker._queue]
+        frames = [frame[ipc.HEADER.size:] for frame, _mask, _count in worker._queue]
         worker._queue.clear()
         worker._queued_bytes = 0
         sink._queue.clear()
