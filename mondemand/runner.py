@@ -257,8 +257,14 @@ class BackendRunner:
                 self._reopen = False
                 self._call("reopen", lambda b: b.reopen())
             if queue:
-                n = min(len(queue), self.batch_size)
-                batch = [queue.popleft() for _ in range(n)]
+                with self._lock:  # producers extend the queue under this lock: a whole-queue take is safe
+                    if len(queue) <= self.batch_size:
+                        batch = list(queue)
+                        queue.clear()
+                    else:
+                        popleft = queue.popleft
+                        batch = [popleft() for _ in range(self.batch_size)]
+                n = len(batch)
                 released = sum(map(len, map(_data, batch))) + n * EVENT_OVERHEAD
                 with self._lock:
                     self._bytes -= released
