@@ -201,3 +201,93 @@ def test_an_event_the_link_cannot_carry_costs_only_itself() -> None:
     [(frame, mask, count)] = list(worker._queue)
     assert (mask, count) == (1, 3)
     assert [raw.sender_port for raw in ipc.decode_batch(frame[ipc.HEADER.size:])] == [1, 2, 3]
+
+
+def test_the_frame_reader_reassembles_frames_however_the_pipe_cuts_them() -> None:
+    import os
+    import random
+    import threading
+
+    batches = [[RawEvent(bytes([i % 251]) * (1 + i * 37 % 3000), 1000 + i, "127.0.0.1", i, "main", "T::X")
+                for i in range(k, k + 1 + k % 7)] for k in range(60)]
+    frames = [ipc.HEADER.pack(len(p), 1) + p for p in (ipc.encode_batch("T::X", b) for b in batches)]
+    frames.insert(30, ipc.encode_message(("poll", 7)))
+    stream = b"".join(frames)
+    r, w = os.pipe()
+
+    def write() -> None:
+        rng = random.Random(5)
+        pos = 0
+        while pos < len(stream):
+            n = rng.choice((1, 3, 8, 100, 5000, 70000))
+            os.write(w, stream[pos:pos + n])
+            pos += n
+        os.close(w)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    reader = ipc.FrameReader(r)
+    got = []
+    while (frame := reader.read()) is not None:
+        got.append(frame)
+    writer.join()
+    reader.close()
+    assert got[30] == (0, ("poll", 7))
+    del got[30]
+    assert [[fields(raw) for raw in message[1]] for _mask, message in got] == [
+        [fields(raw) for raw in b] for b in batches]
+    assert reader.buffered == 0
+
+
+def test_a_frame_cut_short_by_a_dying_writer_is_a_frame_error() -> None:
+    import os
+
+    payload = ipc.encode_batch("T::X", [RawEvent(b"abc", 1, "127.0.0.1", 2, "main", "T::X")])
+    for cut in (3, ipc.HEADER.size + 2):
+        r, w = os.pipe()
+        os.write(w, (ipc.HEADER.pack(len(payload), 1) + payload)[:cut])
+        os.close(w)
+        reader = ipc.FrameReader(r)
+        with pytest.raises(ipc.FrameError):
+            reader.read()
+        reader.close()
+
+
+def test_the_link_writes_straight_into_the_pipe_and_queues_only_what_it_cannot_take() -> None:
+    import os
+    import threading
+
+    from mondemand.backends.sink import SinkBackend
+
+    from mondemand.ipc import FrameReader, FrameWriter
+    from mondemand.workers import BackendSpec, WorkerProcess, WorkerSettings
+
+    worker = WorkerProcess("w", [BackendSpec("s", SinkBackend, {})], WorkerSettings("h", Path.cwd(), {}),
+                           lambda raw: None, link_bytes=64 << 20)
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    worker._writer = FrameWriter(w)
+    target = worker.target("s")
+    batches = [[RawEvent(bytes(1000), i * 100 + k, "127.0.0.1", k, "main", "T::X") for k in range(50)]
+               for i in range(200)]  # 10 MB: far more than a pipe holds
+    assert target.offer_many(batches[0]) == 50
+    assert not worker._queue  # the first batch went straight into the empty pipe
+    for batch in batches[1:]:
+        assert target.offer_many(batch) == 50
+    assert worker._queue and worker.queued_bytes > 0  # the rest waits for the writer thread, in order
+    thread = threading.Thread(target=worker._write_loop, daemon=True)
+    thread.start()
+    reader = FrameReader(r)
+    got = []
+    while len(got) < len(batches):
+        frame = reader.read()
+        assert frame is not None
+        got.append([raw.receipt_ms for raw in frame[1][1]])
+    assert got == [[raw.receipt_ms for raw in b] for b in batches]
+    with worker._lock:  # the stop marker, as WorkerProcess.stop queues it: ("stop",) is sent, the pipe closed
+        worker._queue.append((b"", 0, -1))
+        worker._ready.notify()
+    thread.join(5)
+    assert reader.read() == (0, ("stop",))
+    assert worker.queued_bytes == 0 and worker.link_dropped == [0]
+    reader.close()
