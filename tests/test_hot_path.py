@@ -134,7 +134,9 @@ def test_both_drains_build_the_same_events_and_counters(monkeypatch) -> None:
     assert {r[1] for r in rows} == {"127.0.0.1"} and {r[5] for r in rows} == {"acme"}
 
 
-def test_the_compiled_drain_gives_ipv4_mapped_senders_as_plain_ipv4(monkeypatch) -> None:
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_both_drains_give_ipv4_mapped_senders_as_plain_ipv4(monkeypatch, compiled: bool) -> None:
+    monkeypatch.setattr(envelope, "SPEEDUPS", COMPILED if compiled else None)
     try:
         probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         probe.close()
