@@ -320,8 +320,7 @@ class WorkerProcess:
                 self._ready.notify()
         if not self._ended.wait(timeout):
             log.error("worker %s did not finish within %.0f s; killing it", self.name, timeout)
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGKILL)
+            self._kill()
             self._ended.wait(5)
         for thread in self._threads:
             thread.join(5)
@@ -329,9 +328,13 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """End the worker at once (start-up failed elsewhere)."""
-        with contextlib.suppress(OSError):
-            os.kill(self.pid, signal.SIGKILL)
+        self._kill()
         self._reap()
+
+    def _kill(self) -> None:
+        if self.pid > 0:  # never kill(0, ...): that is this whole process group
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
 
     def _reap(self) -> None:
         if self.pid and self.exit_status is None:

@@ -293,3 +293,15 @@ def test_the_link_writes_straight_into_the_pipe_and_queues_only_what_it_cannot_t
     assert reader.read() == (0, ("stop",))
     assert worker.queued_bytes == 0 and worker.link_dropped == [0]
     reader.close()
+
+
+def test_stopping_a_worker_that_was_never_forked_kills_nothing() -> None:
+    from mondemand.backends.sink import SinkBackend
+
+    from mondemand.workers import BackendSpec, WorkerProcess, WorkerSettings
+
+    worker = WorkerProcess("w", [BackendSpec("s", SinkBackend, {})], WorkerSettings("h", Path.cwd(), {}),
+                           lambda raw: None)
+    worker.stop(timeout=0.05)  # pid 0: a kill(0, SIGKILL) here would end this test process
+    worker.kill()
+    assert worker.pid == 0
