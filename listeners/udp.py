@@ -61,7 +61,7 @@ MAX_RECEIVE_BUFFER = 1 << 30
 MAX_BURST = 4096
 #: After a drain of fewer datagrams than this, the thread waits LINGER seconds before polling again.
 LINGER_BELOW = 512
-LINGER = 0.001
+LINGER = 0.002
 #: At most one logged error line per listener in this many seconds.
 ERROR_LOG_INTERVAL = 10.0
 #: At most one logged malformed-input line per listener in this many seconds.

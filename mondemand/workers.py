@@ -49,7 +49,7 @@ START_TIMEOUT = 60.0
 #: After a batch of fewer events than this, with no other frame read yet, the worker's reader waits
 #: LINGER seconds before reading on (the pipe holds 1 MiB meanwhile).
 LINGER_BELOW = 512
-LINGER = 0.002
+LINGER = 0.005
 #: Allocations between two collections of the youngest generation in a server process (Python's default: 700).
 GC_THRESHOLD = 50_000
 #: How long an HTTP request proxied to a worker may take.
