@@ -8,7 +8,9 @@ listener and tenant across the link with and without the compiled module.
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -24,16 +26,19 @@ from mondemand.lwes import Event, LwesType, encode
 from mondemand.plugin_api import ServerContext
 from tests.e2e.harness import ServerProcess, free_port, wait_for
 
-COMPILED = envelope.SPEEDUPS
+# The compiled module itself, whether or not MONDEMAND_PURE_PYTHON keeps the server off it in this run.
+COMPILED = importlib.import_module("mondemand._speedups")
+COMPILED.setup(RawEvent, envelope._UNSET)
 
 
 def fields(raw: RawEvent) -> tuple:
     return (raw.data, raw.receipt_ms, raw.sender_ip, raw.sender_port, raw.listener, raw.name, raw.tenant)
 
 
-def test_the_compiled_module_is_built_by_setup() -> None:
-    # make setup builds it; a machine without a compiler would run the pure-Python path (tested below)
-    assert COMPILED is not None
+def test_the_compiled_module_is_built_and_chosen_unless_pure_python_is_asked_for() -> None:
+    # make setup builds it (the import above); a machine without a compiler runs the pure-Python path
+    pure = os.environ.get("MONDEMAND_PURE_PYTHON", "") not in ("", "0")
+    assert envelope.SPEEDUPS is (None if pure else COMPILED)
 
 
 text = st.text(max_size=12)
@@ -206,7 +211,6 @@ def test_an_event_the_link_cannot_carry_costs_only_itself() -> None:
 
 
 def test_the_frame_reader_reassembles_frames_however_the_pipe_cuts_them() -> None:
-    import os
     import random
     import threading
 
@@ -242,7 +246,6 @@ def test_the_frame_reader_reassembles_frames_however_the_pipe_cuts_them() -> Non
 
 
 def test_a_frame_cut_short_by_a_dying_writer_is_a_frame_error() -> None:
-    import os
 
     payload = ipc.encode_batch("T::X", [RawEvent(b"abc", 1, "127.0.0.1", 2, "main", "T::X")])
     for cut in (3, ipc.HEADER.size + 2):
@@ -256,7 +259,6 @@ def test_a_frame_cut_short_by_a_dying_writer_is_a_frame_error() -> None:
 
 
 def test_the_link_writes_straight_into_the_pipe_and_queues_only_what_it_cannot_take() -> None:
-    import os
     import threading
 
     from mondemand.backends.sink import SinkBackend
