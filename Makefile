@@ -47,4 +47,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_codec.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info mondemand/*.so

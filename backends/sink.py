@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.plugin_api import Backend
+
+_data = attrgetter("data")
 
 
 class SinkBackend(Backend):
@@ -20,7 +24,7 @@ class SinkBackend(Backend):
 
     def handle(self, batch: list[RawEvent]) -> None:
         self.discarded += len(batch)
-        self.bytes += sum(len(raw.data) for raw in batch)
+        self.bytes += sum(map(len, map(_data, batch)))
 
     def counters(self) -> dict[str, float]:
         return {"discarded": self.discarded, "bytes": self.bytes}

@@ -4,10 +4,20 @@ Listeners wrap each datagram without decoding it; the router needs only the
 name (`peek_name`), and the backends that want the decoded event share one
 lazy decode. Receipt time and sender are kept beside the bytes and written
 into the event only when it is decoded or the bytes are forwarded with headers.
+
+`tenant` names who sent the event in a service that hosts several ("" when
+there is no such thing, the default); listeners that authenticate their
+senders set it, and it travels with the event to the worker processes.
+
+The compiled hot path (`mondemand._speedups`, built by `make setup`) builds
+RawEvents by storing into their slots without running `__init__`; it learns the
+slots' offsets here, at import. `SPEEDUPS` is that module, or None when it is
+missing or `MONDEMAND_PURE_PYTHON=1` asks for the pure-Python path.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -42,7 +52,7 @@ class RawEvent:
     """
 
     __slots__ = ("_event", "_message", "_stats", "data", "listener", "name", "receipt_ms", "sender_ip",
-                 "sender_port")
+                 "sender_port", "tenant")
 
     def __init__(
         self,
@@ -52,6 +62,7 @@ class RawEvent:
         sender_port: int,
         listener: str = "",
         name: str | None = None,
+        tenant: str = "",
     ) -> None:
         if name is None:
             # Names repeat: one slice and one lookup in the common case.
@@ -64,6 +75,7 @@ class RawEvent:
         self.sender_port = sender_port
         self.listener = listener
         self.name = name
+        self.tenant = tenant
         # _event and _message stay unset until first use (an unset slot
         # raises AttributeError): two fewer stores per datagram. _stats is
         # read for most datagrams, and a raised AttributeError costs more than a store.
@@ -71,12 +83,11 @@ class RawEvent:
 
     @classmethod
     def from_event(cls, event: Event, *, sender_ip: str = "127.0.0.1", sender_port: int = 0,
-                   listener: str = "internal") -> RawEvent:
+                   listener: str = "internal", tenant: str = "") -> RawEvent:
         """Wrap an event built in this process (self-metrics, re-injected aggregates)."""
         from mondemand.lwes import encode
 
-        raw = cls(encode(event), int(time.time() * 1000), sender_ip, sender_port, listener, event.name)
-        return raw
+        return cls(encode(event), int(time.time() * 1000), sender_ip, sender_port, listener, event.name, tenant)
 
     @property
     def event(self) -> Event:
@@ -172,3 +183,18 @@ def _publish_error(raw: RawEvent, slot: str, exc: Exception) -> Any:
 
 def _is_ipv4(address: str) -> bool:
     return address.count(".") == 3 and ":" not in address
+
+
+def _load_speedups() -> Any:
+    if os.environ.get("MONDEMAND_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from mondemand import _speedups
+    except ImportError:
+        return None
+    _speedups.setup(RawEvent, _UNSET)
+    return _speedups
+
+
+#: The compiled hot path, or None (pure Python).
+SPEEDUPS: Any = _load_speedups()

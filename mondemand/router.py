@@ -16,12 +16,14 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from mondemand.envelope import RawEvent
 from mondemand.runner import BackendRunner
 
 log = logging.getLogger("mondemand.router")
+_name = attrgetter("name")
 
 #: The five event names MonDemand clients send.
 MONDEMAND_EVENTS = (
@@ -118,13 +120,19 @@ class Router:
 
         def deliver(batch: list[RawEvent]) -> None:
             counters.received += len(batch)
-            groups: dict[str, list[RawEvent]] = {}
-            for raw in batch:
-                group = groups.get(raw.name)
-                if group is None:
-                    groups[raw.name] = [raw]
-                else:
-                    group.append(raw)
+            if not batch:
+                return
+            names = set(map(_name, batch))
+            if len(names) == 1:  # the common case, one stream of StatsMsg: no loop over the events
+                groups = {batch[0].name: batch}
+            else:
+                groups = {}
+                for raw in batch:
+                    group = groups.get(raw.name)
+                    if group is None:
+                        groups[raw.name] = [raw]
+                    else:
+                        group.append(raw)
             for name, events in groups.items():
                 runners = cache.get(name)
                 if runners is None:

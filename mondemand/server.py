@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from mondemand.config import ServerConfig
-from mondemand.envelope import RawEvent
+from mondemand.envelope import SPEEDUPS, RawEvent
 from mondemand.fdlimit import plan_connections, raise_soft_limit
 from mondemand.httplimits import Limits
 from mondemand.kernelstats import KernelDrops
@@ -255,6 +255,7 @@ class Server:
             "workers": {name: {"pid": w.pid, "backends": [s.name for s in w.specs], "queued_bytes": w.queued_bytes,
                                "running": w.running} for name, w in self.workers.items()},
             "kernel": kernel,
+            "hot_path": "python" if SPEEDUPS is None else "compiled",
             "http": self.http_counters(),
             "plugin_problems": [str(p) for p in self.host.problems],
         }

@@ -13,6 +13,7 @@ from mondemand.cli import version_option
 from mondemand.config import ConfigError, load_config
 from mondemand.plugins import PluginHost
 from mondemand.server import Server, ServerStartError
+from mondemand.workers import relax_gc
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,6 +75,7 @@ def main(config_path: str, check: bool, no_plugins: bool) -> None:
     except ServerStartError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    relax_gc()  # what start-up built is not looked at again by the collector (mondemand.workers)
     logging.getLogger("mondemand.server").info("mondemand-server running (%s)", config_path)
     while not stop.wait(0.2):
         if reopen.is_set():
