@@ -56,6 +56,8 @@ SKETCH_TYPE = "sketch"
 STAT_FIELDS = ("count", "sum", "min", "max", "avg", *PERCENTILE_FIELDS)
 _COUNTER, _GAUGE, _STATSET = MetricType.COUNTER.value, MetricType.GAUGE.value, MetricType.STATSET.value
 _PLAIN = (_GAUGE, _COUNTER)
+#: Shapes (one per sender and metric set) whose plans are kept; beyond, the plans are forgotten and rebuilt.
+_PLANS_MAX = 65536
 
 Key = tuple[str, tuple[tuple[str, str], ...], str]  # prog_id, output context (with stat), metric name
 
@@ -128,8 +130,9 @@ class AggBackend(Backend):
         self.listener_tag = AGG_LISTENER_PREFIX + name
         #: interval start (s) -> series -> summary
         self.buckets: dict[int, dict[Key, Summary]] = {}
-        #: (host, prog_id, name, context) -> (last value, its time in ms, wall time last seen)
-        self.counter_state: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], tuple[int, int, float]] = {}
+        #: (host, prog_id, name, context) -> [last value, its time in ms, wall time last seen]; changed in place,
+        #: so that the per-shape plans can hold them
+        self.counter_state: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], list[Any]] = {}
         self.live = 0
         #: starts of intervals already emitted whose events could still arrive: they are late, never emitted twice
         self.emitted: set[int] = set()
@@ -138,6 +141,13 @@ class AggBackend(Backend):
         #: message context -> what it means here (`_shape`)
         self._shapes: dict[tuple[tuple[str, str], ...], tuple[Any, ...]] = {}
         self._next_expiry = 0.0
+        #: False: every event through `add_record` (tests and benchmarks compare both ways)
+        self.use_plans = True
+        #: (prog_id, host, context, types, names) -> the shape's plan (`_plan`), or None when it has none
+        self._plans: dict[tuple[Any, ...], list[Any] | None] = {}
+        self.max_plans = _PLANS_MAX
+        #: bumped whenever counter states go away (expiry): plans then fetch theirs again
+        self._state_epoch = 0
         self.stats: dict[str, int] = dict.fromkeys(
             ("messages", "samples", "own_skipped", "filtered", "late", "future", "out_of_order", "duplicates",
              "counter_resets", "overflow", "unknown_types", "bad_sketches", "percentiles_lost", "emitted_series",
@@ -148,7 +158,10 @@ class AggBackend(Backend):
     # -- intake ----------------------------------------------------------------
 
     def handle(self, batch: list[RawEvent]) -> None:
-        now = time.time()
+        self.handle_at(batch, time.time())
+
+    def handle_at(self, batch: list[RawEvent], now: float) -> None:
+        """`handle` with the server's wall clock given (`now`, seconds): replays and tests."""
         allows = self.filter.allows
         stats = self.stats
         for raw in batch:
@@ -162,7 +175,10 @@ class AggBackend(Backend):
                 stats["filtered"] += 1
                 continue
             try:
-                self.add_record(record, now, raw.receipt_ms)
+                if self.use_plans:
+                    self._add_planned(record, now, raw.receipt_ms)
+                else:
+                    self.add_record(record, now, raw.receipt_ms)
             except Exception as exc:  # bad data in this event (e.g. a value too large): it alone is dropped
                 self.reject(raw, exc)
 
@@ -217,7 +233,7 @@ class AggBackend(Backend):
                         if self.live >= self.max_series:
                             stats["overflow"] += 1
                             continue
-                        counter_state[key] = (value, plain_ms, now)
+                        counter_state[key] = [value, plain_ms, now]
                         self.live += 1
                         value = 0
                     else:
@@ -228,7 +244,7 @@ class AggBackend(Backend):
                         if plain_ms == last_ms and value == last:
                             stats["duplicates"] += 1
                             continue
-                        counter_state[key] = (value, plain_ms, now)
+                        state[0], state[1], state[2] = value, plain_ms, now
                         if value < last:
                             stats["counter_resets"] += 1
                             value = 0
@@ -267,6 +283,114 @@ class AggBackend(Backend):
             elif kind != SKETCH_TYPE:
                 stats["unknown_types"] += 1
         stats["samples"] += samples
+
+    def _add_planned(self, record: StatsRecord, now: float, receipt_ms: int | None) -> None:
+        """`add_record` for a shape seen before: the keys, counter states and summaries come from its plan.
+
+        Only the value work is done here. Whatever the plan cannot answer
+        exactly (a new series or counter state, a new interval, a shape with
+        statsets, sketches or DaTtSs tails) goes through `add_record`, which
+        stays the definition: tests check that both give the same state.
+        """
+        prog_id, host, context, send_ms, _collect, received, types, names, values = record
+        plans = self._plans
+        plan_key = (prog_id, host, context, types, names)
+        plan = plans.get(plan_key, False)
+        if plan is False:
+            plan = self._plan(plan_key)
+        if plan is None:
+            self.add_record(record, now, receipt_ms)
+            return
+        if received is None:
+            received = receipt_ms if receipt_ms is not None else int(now * 1000)
+        plain_ms = received if self.by_receipt or send_ms is None else send_ms
+        # As `_interval`, for the one kind of time a plain shape uses.
+        seconds = plain_ms / 1000
+        interval = self.interval
+        start = int(seconds // interval) * interval
+        stats = self.stats
+        if start + interval + self.lateness <= now or start in self.emitted:
+            stats["messages"] += 1
+            stats["late"] += len(values)
+            return
+        if seconds > now + self.max_future:
+            stats["messages"] += 1
+            stats["future"] += len(values)
+            return
+        counter_keys, series_keys, cached_start, cached_series, summaries, states, epoch = plan
+        series = self.buckets.get(start)
+        if series is None:
+            self.add_record(record, now, receipt_ms)
+            return
+        if cached_start != start or cached_series is not series:
+            summaries = [series.get(key) for key in series_keys]
+            if None in summaries:
+                self.add_record(record, now, receipt_ms)
+                return
+            plan[2], plan[3], plan[4] = start, series, summaries
+        if epoch != self._state_epoch or states is None:
+            counter_state = self.counter_state
+            states = [None if key is None else counter_state.get(key, False) for key in counter_keys]
+            if False in states:
+                self.add_record(record, now, receipt_ms)
+                return
+            plan[5], plan[6] = states, self._state_epoch
+        stats["messages"] += 1
+        samples = 0
+        for state, summary, value in zip(states, summaries, values, strict=True):
+            if state is not None:
+                last, last_ms, _seen = state
+                if plain_ms < last_ms:
+                    stats["out_of_order"] += 1
+                    continue
+                if plain_ms == last_ms and value == last:
+                    stats["duplicates"] += 1
+                    continue
+                state[0], state[1], state[2] = value, plain_ms, now
+                if value < last:
+                    stats["counter_resets"] += 1
+                    value = 0
+                else:
+                    value -= last
+            # Summary.add, inline.
+            count = summary.count
+            if count is None:
+                summary.add(value)
+            else:
+                summary.count = count + 1
+                total = summary.sum
+                summary.sum = value if total is None else total + value
+                low = summary.min
+                if low is None or value < low:
+                    summary.min = value
+                high = summary.max
+                if high is None or value > high:
+                    summary.max = value
+                if summary.sketch is not None:
+                    summary.sketch.add(value)
+            samples += 1
+        stats["samples"] += samples
+
+    def _plan(self, plan_key: tuple[Any, ...]) -> list[Any] | None:
+        """What `_add_planned` keeps per shape, or None for a shape it leaves to `add_record`.
+
+        A plan: the counter-state key per metric (None for a gauge), the series
+        key per metric, then the interval start, its series dict, the summaries,
+        the counter states and the state epoch they were fetched in, filled on
+        first use. Plans hold no data of their own; bounded, cleared when full.
+        """
+        prog_id, host, context, types, names = plan_key
+        own_context, gauge_context, _statset, tail_mode = self._shapes.get(context) or self._shape(context)
+        plan: list[Any] | None = None
+        if tail_mode is None and types and all(kind in _PLAIN for kind in types):
+            counter_keys = tuple((host, prog_id, name, own_context) if kind == _COUNTER else None
+                                 for kind, name in zip(types, names, strict=True))  # fmt: skip
+            series_keys = tuple((prog_id, gauge_context, name) for name in names)
+            plan = [counter_keys, series_keys, None, None, None, None, -1]
+        if len(self._plans) >= self.max_plans:
+            self._plans.clear()
+        self._plans[plan_key] = plan
+        return plan
 
     def _shape(self, context: tuple[tuple[str, str], ...]) -> tuple[Any, ...]:
         """What a message context means here: (own context, gauge and statset output contexts, tail mode).
@@ -438,6 +562,8 @@ class AggBackend(Backend):
         stale = [key for key, (_v, _ms, seen) in self.counter_state.items() if seen < limit]
         for key in stale:
             del self.counter_state[key]
+        if stale:
+            self._state_epoch += 1
         self.live -= len(stale)
         self.stats["expired"] += len(stale)
 
