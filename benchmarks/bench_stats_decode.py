@@ -68,13 +68,15 @@ def decoded_batches(datagrams: Sequence[bytes], receipt_ms: int, size: int = 256
 
 
 def cpu_per_event(make: Callable[[], Any], warm: list[list[RawEvent]], timed: list[list[RawEvent]],
-                  repeats: int = 5, finish: Callable[[Any], None] | None = None) -> float:
+                  repeats: int = 5, finish: Callable[[Any], None] | None = None,
+                  end: Callable[[Any], None] | None = None) -> float:
     """Best CPU µs per event of `handle()` over the `timed` batches, each repeat with a fresh backend.
 
     `make()` builds and starts a backend; the `warm` batches go through it
-    first, untimed (they create the series); `finish(backend)`, untimed,
-    runs after each repeat (checks, close). CPU time, not wall time: the
-    machine is shared.
+    first, untimed (they create the series); `end(backend)` is timed after
+    the batches (a flush that writes what the batches left pending);
+    `finish(backend)`, untimed, runs after each repeat (checks, close). CPU
+    time, not wall time: the machine is shared.
     """
     events = sum(len(b) for b in timed)
     best = float("inf")
@@ -85,6 +87,8 @@ def cpu_per_event(make: Callable[[], Any], warm: list[list[RawEvent]], timed: li
         start = time.process_time()
         for batch in timed:
             backend.handle(batch)
+        if end is not None:
+            end(backend)
         best = min(best, (time.process_time() - start) / events * 1e6)
         if finish is not None:
             finish(backend)
