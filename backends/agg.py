@@ -230,11 +230,8 @@ class AggBackend(Backend):
                     key = (host, prog_id, name, own_context)
                     state = counter_state.get(key)
                     if state is None:
-                        if self.live >= self.max_series:
-                            stats["overflow"] += 1
+                        if not self._new_counter_state(key, value, plain_ms, now):
                             continue
-                        counter_state[key] = [value, plain_ms, now]
-                        self.live += 1
                         value = 0
                     else:
                         last, last_ms, _seen = state
@@ -452,6 +449,16 @@ class AggBackend(Backend):
         if seconds > now + self.max_future:
             return None, "future"
         return start, None
+
+    def _new_counter_state(self, key: tuple[str, str, str, tuple[tuple[str, str], ...]], value: int, ms: int,
+                           now: float) -> bool:
+        """Start a counter's state at its first report; False (counted as overflow) at `max_series`."""
+        if self.live >= self.max_series:
+            self.stats["overflow"] += 1
+            return False
+        self.counter_state[key] = [value, ms, now]
+        self.live += 1
+        return True
 
     def _summary(self, bucket: int, key: Key) -> Summary | None:
         series = self.buckets.get(bucket)
