@@ -491,6 +491,8 @@ class AggBackend(Backend):
         if closed or now >= self._next_checkpoint:
             self.emitted = {b for b in self.emitted if b + self.interval + self.lateness > now}
         series = [self.buckets.pop(bucket) for bucket in closed]
+        if closed:
+            self._release_plans()
         if closed or now >= self._next_checkpoint:
             # Saved before the emit: a crash between the two loses those intervals but never emits them twice.
             self.emitted.update(closed)
@@ -557,12 +559,20 @@ class AggBackend(Backend):
         now = time.time()
         closed = sorted(self.buckets)
         series = [self.buckets.pop(bucket) for bucket in closed]
+        self._plans.clear()
         self.emitted.update(closed)
         self._save(now)
         if self.checkpoint is not None:
             self.checkpoint.close()
         for bucket, summaries in zip(closed, series, strict=True):
             self._emit(bucket, summaries, now)
+
+    def _release_plans(self) -> None:
+        """Let go of the closed intervals' summaries the plans hold (a silent sender's plan would keep them)."""
+        buckets = self.buckets
+        for plan in self._plans.values():
+            if plan is not None and plan[2] is not None and buckets.get(plan[2]) is not plan[3]:
+                plan[2] = plan[3] = plan[4] = None
 
     def _expire(self, now: float) -> None:
         limit = now - self.expire_after

@@ -465,3 +465,5 @@ def test_plans_are_used_and_bounded():
                                 "udp")], now)  # fmt: skip
     assert len(agg._plans) <= 3
     assert agg.stats["samples"] == 5 * 2 + sum(len(shape[3]) for shape in _SHAPES)
+    agg.flush(now=now + 1000)  # the interval is emitted: no plan keeps its summaries alive
+    assert all(plan is None or (plan[3] is None and plan[4] is None) for plan in agg._plans.values())
