@@ -338,7 +338,7 @@ class RrdBackend(RollupOwner, Backend):
         return True
 
     def _handle_planned(self, batch: list[RawEvent], touched: list[SeriesFile], horizon: float) -> None:
-        """`handle` (without roll-ups) through the per-shape plans: a shape seen before costs its values only.
+        """`handle` through the per-shape plans: an event of a shape seen before costs its values only.
 
         A plan is the shape's `SeriesFile` per metric. A sample the file would
         refuse (its second already written, or already queued in this batch)

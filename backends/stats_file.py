@@ -34,7 +34,7 @@ from mondemand.rollup import ROLLUP_OPTIONS, RollupOwner, partial_context
 
 _COUNTER, _GAUGE, _STATSET = MetricType.COUNTER.value, MetricType.GAUGE.value, MetricType.STATSET.value
 _PLAIN = (_COUNTER, _GAUGE)
-#: Shapes whose line templates are kept; beyond, they are forgotten and rebuilt.
+#: Shapes whose line parts are kept; beyond, they are forgotten and rebuilt.
 _PLANS_MAX = 16384
 #: A batch this long means the backend is busy: its lines may wait for `write_interval`.
 BUSY_BATCH = 256
@@ -181,7 +181,7 @@ class StatsFileBackend(RollupOwner, DatedTextBackend):
                 self.add_lines(self.path_for(day, prog_id, host), [prefix + line for line in lines])
 
     def _add_planned(self, raw: RawEvent | None, record: StatsRecord) -> None:
-        """`_add_record` for a shape seen before: its lines are one `str.format` of the shape's template.
+        """`_add_record` for a shape seen before: its lines are one join of the shape's line parts and the values.
 
         Shapes of counters and gauges only; anything else goes through
         `_add_record`, which stays the definition (tests compare the files).
