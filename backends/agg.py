@@ -58,6 +58,8 @@ _COUNTER, _GAUGE, _STATSET = MetricType.COUNTER.value, MetricType.GAUGE.value, M
 _PLAIN = (_GAUGE, _COUNTER)
 #: Shapes (one per sender and metric set) whose plans are kept; beyond, the plans are forgotten and rebuilt.
 _PLANS_MAX = 65536
+#: Interval starts (s) below this get a `_window`: ms / 1000 is exact enough there that the floor never moves.
+_WINDOW_LIMIT = 1 << 40
 
 Key = tuple[str, tuple[tuple[str, str], ...], str]  # prog_id, output context (with stat), metric name
 
@@ -148,6 +150,8 @@ class AggBackend(Backend):
         self.max_plans = _PLANS_MAX
         #: bumped whenever counter states go away (expiry): plans then fetch theirs again
         self._state_epoch = 0
+        #: (first ms, end ms, start s) of an interval whose every time is taken at this batch's `now`
+        self._window: tuple[int, int, int] | None = None
         self.stats: dict[str, int] = dict.fromkeys(
             ("messages", "samples", "own_skipped", "filtered", "late", "future", "out_of_order", "duplicates",
              "counter_resets", "overflow", "unknown_types", "bad_sketches", "percentiles_lost", "emitted_series",
@@ -162,6 +166,7 @@ class AggBackend(Backend):
 
     def handle_at(self, batch: list[RawEvent], now: float) -> None:
         """`handle` with the server's wall clock given (`now`, seconds): replays and tests."""
+        self._window = None
         allows = self.filter.allows
         stats = self.stats
         for raw in batch:
@@ -301,19 +306,26 @@ class AggBackend(Backend):
         if received is None:
             received = receipt_ms if receipt_ms is not None else int(now * 1000)
         plain_ms = received if self.by_receipt or send_ms is None else send_ms
-        # As `_interval`, for the one kind of time a plain shape uses.
-        seconds = plain_ms / 1000
-        interval = self.interval
-        start = int(seconds // interval) * interval
         stats = self.stats
-        if start + interval + self.lateness <= now or start in self.emitted:
-            stats["messages"] += 1
-            stats["late"] += len(values)
-            return
-        if seconds > now + self.max_future:
-            stats["messages"] += 1
-            stats["future"] += len(values)
-            return
+        window = self._window
+        if window is not None and window[0] <= plain_ms < window[1]:
+            start = window[2]
+        else:
+            # As `_interval`, for the one kind of time a plain shape uses.
+            seconds = plain_ms / 1000
+            interval = self.interval
+            start = int(seconds // interval) * interval
+            if start + interval + self.lateness <= now or start in self.emitted:
+                stats["messages"] += 1
+                stats["late"] += len(values)
+                return
+            if seconds > now + self.max_future:
+                stats["messages"] += 1
+                stats["future"] += len(values)
+                return
+            if start + interval <= now + self.max_future and 0 <= start < _WINDOW_LIMIT:
+                # Every time of this interval is taken, whatever its ms, until `now` changes (next batch).
+                self._window = (start * 1000, (start + interval) * 1000, start)
         counter_keys, series_keys, cached_start, cached_series, summaries, states, epoch = plan
         series = self.buckets.get(start)
         if series is None:
