@@ -97,15 +97,13 @@ class StatsFileBackend(RollupOwner, DatedTextBackend):
                 send_time = record[3]
                 if type(send_time) is int and 0 < send_time < MAX_TIME_MS:
                     day, stamp = clock(send_time // 1000)
-                    path = plan[4]
-                    if day == plan[3] and path in pending:
-                        parts, line_end, lines = plan[0], plan[1], plan[2]
+                    if plan[6] is pending and day == plan[3]:
+                        parts, line_end, lines, entry = plan[0], plan[1], plan[2], plan[5]
                         try:
                             block = stamp + (line_end + stamp).join(map(add_str, parts, map(format, record[8])))
                         except Exception as exc:  # bad data in this event: it alone is dropped
                             self.reject(raw, exc)
                             continue
-                        entry = pending[path]
                         entry[0].append(block + line_end[:-1])
                         entry[1] += lines
                         sent += lines
@@ -199,7 +197,7 @@ class StatsFileBackend(RollupOwner, DatedTextBackend):
         else:
             send_ms = fallback_ms(raw, receipt_time)
         day, stamp = self.clock(send_ms // 1000)
-        parts, line_end, lines, cached_day, path = plan
+        parts, line_end, lines, cached_day, path = plan[:5]
         if day != cached_day:
             path = self.path_for(day, prog_id, host)
             if path is not None:
@@ -208,14 +206,21 @@ class StatsFileBackend(RollupOwner, DatedTextBackend):
         block = stamp + (line_end + stamp).join(map(add_str, parts, map(format, values))) + line_end[:-1]
         self.add_block(path, block, lines)
         self.stats_sent_count += lines
+        if path is not None and day == plan[3]:
+            # The file's pending entry, while this batch's pending dict lasts (`write_pending` replaces it).
+            plan[5], plan[6] = self._pending[path], self._pending
 
     def _plan(self, plan_key: tuple[Any, ...]) -> list[Any] | None:
-        """[line parts, line end, lines, day, path] of a shape of counters and gauges; None for any other shape.
+        """[line parts, line end, lines, day, path, pending entry, pending dict] of a shape of counters and gauges.
+
+        None for any other shape.
 
         A line part is everything between the time stamp and the value (host,
         prog_id, type, name), the line end the context column and the LF;
         `format(value)` is what the f-string of `_add_record` writes for a
-        number. Bounded, cleared when full.
+        number. The pending entry is the file's [blocks, lines] in the pending
+        dict named beside it, valid while that dict is the current one.
+        Bounded, cleared when full.
         """
         prog_id, host, context, types, names = plan_key
         plan: list[Any] | None = None
@@ -223,7 +228,7 @@ class StatsFileBackend(RollupOwner, DatedTextBackend):
             columns = self._columns.get((host, prog_id, context)) or self._learn_columns(host, prog_id, context)
             head, context_column = columns
             parts = tuple(f"{head}{kind}\t{escape_field(name)}\t" for kind, name in zip(types, names, strict=True))
-            plan = [parts, f"\t{context_column}\n", len(types), None, None]
+            plan = [parts, f"\t{context_column}\n", len(types), None, None, None, None]
         if len(self._plans) >= self.max_plans:
             self._plans.clear()
         self._plans[plan_key] = plan

@@ -175,6 +175,8 @@ class DatedTextBackend(Backend):
         # is unambiguous and the file stays valid UTF-8.
         chunks = [(path, escape_bytes("\n".join(blocks) + "\n").encode("utf-8"), lines)
                   for path, (blocks, lines) in pending.items()]
+        for blocks, _lines in pending.values():
+            blocks.clear()  # a stats_file plan may still hold the entry: not the text
         if self.outage.active:  # behind what is buffered: every file keeps its order
             for chunk in chunks:
                 self._buffer(chunk)
