@@ -192,10 +192,7 @@ class StatsFileBackend(RollupOwner, DatedTextBackend):
         if plan is None:
             self._add_record(raw, record)
             return
-        if type(send_time) is int and 0 < send_time < MAX_TIME_MS:
-            send_ms = send_time
-        else:
-            send_ms = fallback_ms(raw, receipt_time)
+        send_ms = send_time if valid_ms(send_time) else fallback_ms(raw, receipt_time)
         day, stamp = self.clock(send_ms // 1000)
         parts, line_end, lines, cached_day, path = plan[:5]
         if day != cached_day:
