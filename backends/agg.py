@@ -56,6 +56,10 @@ SKETCH_TYPE = "sketch"
 STAT_FIELDS = ("count", "sum", "min", "max", "avg", *PERCENTILE_FIELDS)
 _COUNTER, _GAUGE, _STATSET = MetricType.COUNTER.value, MetricType.GAUGE.value, MetricType.STATSET.value
 _PLAIN = (_GAUGE, _COUNTER)
+#: Shapes (one per sender and metric set) whose plans are kept; beyond, the plans are forgotten and rebuilt.
+_PLANS_MAX = 65536
+#: Interval starts (s) below this get a `_window`: ms / 1000 is exact enough there that the floor never moves.
+_WINDOW_LIMIT = 1 << 40
 
 Key = tuple[str, tuple[tuple[str, str], ...], str]  # prog_id, output context (with stat), metric name
 
@@ -128,8 +132,9 @@ class AggBackend(Backend):
         self.listener_tag = AGG_LISTENER_PREFIX + name
         #: interval start (s) -> series -> summary
         self.buckets: dict[int, dict[Key, Summary]] = {}
-        #: (host, prog_id, name, context) -> (last value, its time in ms, wall time last seen)
-        self.counter_state: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], tuple[int, int, float]] = {}
+        #: (host, prog_id, name, context) -> [last value, its time in ms, wall time last seen]; changed in place,
+        #: so that the per-shape plans can hold them
+        self.counter_state: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], list[Any]] = {}
         self.live = 0
         #: starts of intervals already emitted whose events could still arrive: they are late, never emitted twice
         self.emitted: set[int] = set()
@@ -138,6 +143,15 @@ class AggBackend(Backend):
         #: message context -> what it means here (`_shape`)
         self._shapes: dict[tuple[tuple[str, str], ...], tuple[Any, ...]] = {}
         self._next_expiry = 0.0
+        #: False: every event through `add_record` (tests and benchmarks compare both ways)
+        self.use_plans = True
+        #: (prog_id, host, context, types, names) -> the shape's plan (`_plan`), or None when it has none
+        self._plans: dict[tuple[Any, ...], list[Any] | None] = {}
+        self.max_plans = _PLANS_MAX
+        #: bumped whenever counter states go away (expiry): plans then fetch theirs again
+        self._state_epoch = 0
+        #: (first ms, end ms, start s) of an interval whose every time is taken at this batch's `now`
+        self._window: tuple[int, int, int] | None = None
         self.stats: dict[str, int] = dict.fromkeys(
             ("messages", "samples", "own_skipped", "filtered", "late", "future", "out_of_order", "duplicates",
              "counter_resets", "overflow", "unknown_types", "bad_sketches", "percentiles_lost", "emitted_series",
@@ -148,7 +162,11 @@ class AggBackend(Backend):
     # -- intake ----------------------------------------------------------------
 
     def handle(self, batch: list[RawEvent]) -> None:
-        now = time.time()
+        self.handle_at(batch, time.time())
+
+    def handle_at(self, batch: list[RawEvent], now: float) -> None:
+        """`handle` with the server's wall clock given (`now`, seconds): replays and tests."""
+        self._window = None
         allows = self.filter.allows
         stats = self.stats
         for raw in batch:
@@ -162,7 +180,10 @@ class AggBackend(Backend):
                 stats["filtered"] += 1
                 continue
             try:
-                self.add_record(record, now, raw.receipt_ms)
+                if self.use_plans:
+                    self._add_planned(record, now, raw.receipt_ms)
+                else:
+                    self.add_record(record, now, raw.receipt_ms)
             except Exception as exc:  # bad data in this event (e.g. a value too large): it alone is dropped
                 self.reject(raw, exc)
 
@@ -214,11 +235,8 @@ class AggBackend(Backend):
                     key = (host, prog_id, name, own_context)
                     state = counter_state.get(key)
                     if state is None:
-                        if self.live >= self.max_series:
-                            stats["overflow"] += 1
+                        if not self._new_counter_state(key, value, plain_ms, now):
                             continue
-                        counter_state[key] = (value, plain_ms, now)
-                        self.live += 1
                         value = 0
                     else:
                         last, last_ms, _seen = state
@@ -228,7 +246,7 @@ class AggBackend(Backend):
                         if plain_ms == last_ms and value == last:
                             stats["duplicates"] += 1
                             continue
-                        counter_state[key] = (value, plain_ms, now)
+                        state[0], state[1], state[2] = value, plain_ms, now
                         if value < last:
                             stats["counter_resets"] += 1
                             value = 0
@@ -267,6 +285,121 @@ class AggBackend(Backend):
             elif kind != SKETCH_TYPE:
                 stats["unknown_types"] += 1
         stats["samples"] += samples
+
+    def _add_planned(self, record: StatsRecord, now: float, receipt_ms: int | None) -> None:
+        """`add_record` for a shape seen before: the keys, counter states and summaries come from its plan.
+
+        Only the value work is done here. Whatever the plan cannot answer
+        exactly (a new series or counter state, a new interval, a shape with
+        statsets, sketches or DaTtSs tails) goes through `add_record`, which
+        stays the definition: tests check that both give the same state.
+        """
+        prog_id, host, context, send_ms, _collect, received, types, names, values = record
+        plans = self._plans
+        plan_key = (prog_id, host, context, types, names)
+        plan = plans.get(plan_key, False)
+        if plan is False:
+            plan = self._plan(plan_key)
+        if plan is None:
+            self.add_record(record, now, receipt_ms)
+            return
+        if received is None:
+            received = receipt_ms if receipt_ms is not None else int(now * 1000)
+        plain_ms = received if self.by_receipt or send_ms is None else send_ms
+        stats = self.stats
+        window = self._window
+        if window is not None and window[0] <= plain_ms < window[1]:
+            start = window[2]
+        else:
+            # As `_interval`, for the one kind of time a plain shape uses.
+            seconds = plain_ms / 1000
+            interval = self.interval
+            start = int(seconds // interval) * interval
+            if start + interval + self.lateness <= now or start in self.emitted:
+                stats["messages"] += 1
+                stats["late"] += len(values)
+                return
+            if seconds > now + self.max_future:
+                stats["messages"] += 1
+                stats["future"] += len(values)
+                return
+            if start + interval <= now + self.max_future and 0 <= start < _WINDOW_LIMIT:
+                # Every time of this interval is taken, whatever its ms, until `now` changes (next batch).
+                self._window = (start * 1000, (start + interval) * 1000, start)
+        counter_keys, series_keys, cached_start, cached_series, summaries, states, epoch = plan
+        series = self.buckets.get(start)
+        if series is None:
+            self.add_record(record, now, receipt_ms)
+            return
+        if cached_start != start or cached_series is not series:
+            summaries = [series.get(key) for key in series_keys]
+            if None in summaries:
+                self.add_record(record, now, receipt_ms)
+                return
+            plan[2], plan[3], plan[4] = start, series, summaries
+        if epoch != self._state_epoch or states is None:
+            counter_state = self.counter_state
+            states = [None if key is None else counter_state.get(key, False) for key in counter_keys]
+            if False in states:
+                self.add_record(record, now, receipt_ms)
+                return
+            plan[5], plan[6] = states, self._state_epoch
+        stats["messages"] += 1
+        samples = 0
+        for state, summary, value in zip(states, summaries, values, strict=True):
+            if state is not None:
+                last, last_ms, _seen = state
+                if plain_ms < last_ms:
+                    stats["out_of_order"] += 1
+                    continue
+                if plain_ms == last_ms and value == last:
+                    stats["duplicates"] += 1
+                    continue
+                state[0], state[1], state[2] = value, plain_ms, now
+                if value < last:
+                    stats["counter_resets"] += 1
+                    value = 0
+                else:
+                    value -= last
+            # Summary.add, inline.
+            count = summary.count
+            if count is None:
+                summary.add(value)
+            else:
+                summary.count = count + 1
+                total = summary.sum
+                summary.sum = value if total is None else total + value
+                low = summary.min
+                if low is None or value < low:
+                    summary.min = value
+                high = summary.max
+                if high is None or value > high:
+                    summary.max = value
+                if summary.sketch is not None:
+                    summary.sketch.add(value)
+            samples += 1
+        stats["samples"] += samples
+
+    def _plan(self, plan_key: tuple[Any, ...]) -> list[Any] | None:
+        """What `_add_planned` keeps per shape, or None for a shape it leaves to `add_record`.
+
+        A plan: the counter-state key per metric (None for a gauge), the series
+        key per metric, then the interval start, its series dict, the summaries,
+        the counter states and the state epoch they were fetched in, filled on
+        first use. Plans hold no data of their own; bounded, cleared when full.
+        """
+        prog_id, host, context, types, names = plan_key
+        own_context, gauge_context, _statset, tail_mode = self._shapes.get(context) or self._shape(context)
+        plan: list[Any] | None = None
+        if tail_mode is None and types and all(kind in _PLAIN for kind in types):
+            counter_keys = tuple((host, prog_id, name, own_context) if kind == _COUNTER else None
+                                 for kind, name in zip(types, names, strict=True))  # fmt: skip
+            series_keys = tuple((prog_id, gauge_context, name) for name in names)
+            plan = [counter_keys, series_keys, None, None, None, None, -1]
+        if len(self._plans) >= self.max_plans:
+            self._plans.clear()
+        self._plans[plan_key] = plan
+        return plan
 
     def _shape(self, context: tuple[tuple[str, str], ...]) -> tuple[Any, ...]:
         """What a message context means here: (own context, gauge and statset output contexts, tail mode).
@@ -329,6 +462,16 @@ class AggBackend(Backend):
             return None, "future"
         return start, None
 
+    def _new_counter_state(self, key: tuple[str, str, str, tuple[tuple[str, str], ...]], value: int, ms: int,
+                           now: float) -> bool:
+        """Start a counter's state at its first report; False (counted as overflow) at `max_series`."""
+        if self.live >= self.max_series:
+            self.stats["overflow"] += 1
+            return False
+        self.counter_state[key] = [value, ms, now]
+        self.live += 1
+        return True
+
     def _summary(self, bucket: int, key: Key) -> Summary | None:
         series = self.buckets.get(bucket)
         if series is None:
@@ -360,6 +503,8 @@ class AggBackend(Backend):
         if closed or now >= self._next_checkpoint:
             self.emitted = {b for b in self.emitted if b + self.interval + self.lateness > now}
         series = [self.buckets.pop(bucket) for bucket in closed]
+        if closed:
+            self._release_plans()
         if closed or now >= self._next_checkpoint:
             # Saved before the emit: a crash between the two loses those intervals but never emits them twice.
             self.emitted.update(closed)
@@ -426,6 +571,7 @@ class AggBackend(Backend):
         now = time.time()
         closed = sorted(self.buckets)
         series = [self.buckets.pop(bucket) for bucket in closed]
+        self._plans.clear()
         self.emitted.update(closed)
         self._save(now)
         if self.checkpoint is not None:
@@ -433,11 +579,20 @@ class AggBackend(Backend):
         for bucket, summaries in zip(closed, series, strict=True):
             self._emit(bucket, summaries, now)
 
+    def _release_plans(self) -> None:
+        """Let go of the closed intervals' summaries the plans hold (a silent sender's plan would keep them)."""
+        buckets = self.buckets
+        for plan in self._plans.values():
+            if plan is not None and plan[2] is not None and buckets.get(plan[2]) is not plan[3]:
+                plan[2] = plan[3] = plan[4] = None
+
     def _expire(self, now: float) -> None:
         limit = now - self.expire_after
         stale = [key for key, (_v, _ms, seen) in self.counter_state.items() if seen < limit]
         for key in stale:
             del self.counter_state[key]
+        if stale:
+            self._state_epoch += 1
         self.live -= len(stale)
         self.stats["expired"] += len(stale)
 

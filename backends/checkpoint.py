@@ -166,7 +166,7 @@ def restore_agg_state(backend: Any, state: dict[str, Any]) -> int:
             live += 1
     counter_state = {}
     for host, prog_id, name, context, value, ms, seen in state["counters"]:
-        counter_state[(host, prog_id, name, _context(context))] = (value, ms, seen)
+        counter_state[(host, prog_id, name, _context(context))] = [value, ms, seen]
     backend.buckets = buckets
     backend.counter_state = counter_state
     backend.emitted = {int(b) for b in state["emitted"]}

@@ -50,6 +50,7 @@ from mondemand.backends.series import (
     SeriesPoint,
     file_path,
     series_from_record,
+    series_key,
     tree_path,
 )
 
@@ -73,6 +74,9 @@ _RRA = re.compile(r"([1-9][0-9]*):([1-9][0-9]*)")
 MAX_RRA_STEPS, MAX_RRA_ROWS = 1_000_000, 10_000_000
 #: Magnitude from which a value is refused: the largest double.
 MAX_VALUE = sys.float_info.max
+#: Shapes whose files are kept in a plan; beyond, the plans are forgotten and rebuilt.
+_PLANS_MAX = 65536
+_PLAIN = ("counter", "gauge")
 
 
 def parse_rras(items: list[str]) -> list[tuple[int, int]]:
@@ -245,6 +249,11 @@ class RrdBackend(RollupOwner, Backend):
         self.max_future = float(cfg["max_future"])
         self.rollup = self.make_rollup(cfg)
         self._aggregate_contexts: dict[tuple[tuple[str, str], ...], bool] = {}
+        #: False: every event through `_points` (tests and benchmarks compare both ways)
+        self.use_plans = True
+        self.max_plans = _PLANS_MAX
+        #: (prog_id, host, context, types, names) -> the shape's files (`_plan`), or None when it has no plan
+        self._plans: dict[tuple[Any, ...], list[SeriesFile] | None] = {}
         self.client: RrdcachedClient | None = None
         #: samples waiting for rrdcached to come back (docs/rrd.md, "When rrdcached is down")
         self.outage: Outage[tuple[SeriesFile, int, int | float]] = Outage(int(cfg["outage_buffer_points"]))
@@ -298,6 +307,9 @@ class RrdBackend(RollupOwner, Backend):
         counts = self.counts
         horizon = time.time() + self.max_future
         rollup = self.rollup
+        if self.use_plans:
+            self._handle_planned(batch, touched, horizon)
+            return
         for raw in batch:
             record = raw.stats
             if record is None:
@@ -306,18 +318,104 @@ class RrdBackend(RollupOwner, Backend):
             if not self.filter.allows(record[PROG_ID]):
                 counts["filtered"] += 1
                 continue
-            try:
-                stripped = partial_context(record[CONTEXT]) if rollup is not None else None
-                if stripped is not None:
-                    minutes = rollup.add(record, stripped, raw.receipt_ms)  # type: ignore[union-attr]
-                    points = [p for minute in minutes for p in self._points(minute, None, minute=True)]
-                else:
-                    points = self._points(record, raw.receipt_ms)
-            except Exception as exc:  # bad data in this event: it alone is dropped
-                self.reject(raw, exc)
-                continue
-            self._queue_points(points, touched, horizon)
+            self._store(raw, record, rollup, touched, horizon)
         self._write(touched)
+
+    def _store(self, raw: RawEvent, record: StatsRecord, rollup: Any, touched: list[SeriesFile],
+               horizon: float) -> bool:
+        """Queue the points of one event (rolled up first when it is a partial); False when it was rejected."""
+        try:
+            stripped = partial_context(record[CONTEXT]) if rollup is not None else None
+            if stripped is not None:
+                minutes = rollup.add(record, stripped, raw.receipt_ms)
+                points = [p for minute in minutes for p in self._points(minute, None, minute=True)]
+            else:
+                points = self._points(record, raw.receipt_ms)
+        except Exception as exc:  # bad data in this event: it alone is dropped
+            self.reject(raw, exc)
+            return False
+        self._queue_points(points, touched, horizon)
+        return True
+
+    def _handle_planned(self, batch: list[RawEvent], touched: list[SeriesFile], horizon: float) -> None:
+        """`handle` through the per-shape plans: an event of a shape seen before costs its values only.
+
+        A plan is the shape's `SeriesFile` per metric. A sample the file would
+        refuse (its second already written, or already queued in this batch)
+        is counted as rejected at once, as `_ready` would count it, rather than
+        queued. Shapes other than counters and gauges of a host (statsets,
+        aggregates, partials), samples ahead of the clock and events without a
+        send_time go through `_store`, which stays the definition (tests
+        compare both).
+        """
+        counts = self.counts
+        plans = self._plans
+        allows = self.filter.allows
+        rollup = self.rollup
+        rejected = 0
+        for raw in batch:
+            record = raw.stats
+            if record is None:
+                counts["ignored_messages"] += 1
+                continue
+            prog_id, host, context, send, _collect, _receipt, types, names, values = record
+            if not allows(prog_id):
+                counts["filtered"] += 1
+                continue
+            plan_key = (prog_id, host, context, types, names)
+            plan = plans.get(plan_key, False)
+            if plan and send is not None and send // 1000 <= horizon:
+                try:
+                    for value in values:
+                        if not -MAX_VALUE < value < MAX_VALUE:
+                            raise ValueError(f"value {str(value)[:20]}... is beyond what RRD can store")
+                except Exception as exc:  # bad data in this event: it alone is dropped
+                    self.reject(raw, exc)
+                    continue
+                ts = send // 1000
+                for entry, value in zip(plan, values, strict=True):
+                    last = entry.last
+                    if last is not None and ts <= last:
+                        rejected += 1
+                        continue
+                    pending = entry.pending
+                    if not pending:
+                        touched.append(entry)
+                    elif pending[-1][0] == ts:
+                        rejected += 1
+                        continue
+                    pending.append((ts, value))
+                continue
+            if self._store(raw, record, rollup, touched, horizon) and plan is False:
+                self._plan(plan_key)  # after its first event, whose series are now open (or refused)
+        counts["rejected"] += rejected
+        self._write(touched)
+
+    def _plan(self, plan_key: tuple[Any, ...]) -> None:
+        """Keep the `SeriesFile` of each metric of a shape of host counters and gauges (None for other shapes).
+
+        Called after the shape's first event went through `_queue_points`,
+        which opened its series (new-series creation stays in `_open`); a
+        shape with a series that cannot be stored (bad name, collision) has no
+        plan, nor one whose series are not all open yet. Bounded, cleared when full.
+        """
+        prog_id, host, context, types, names = plan_key
+        plan: list[SeriesFile] | None = None
+        if (types and all(kind in _PLAIN for kind in types) and not self._is_aggregate(context)
+                and partial_context(context) is None):
+            files = self.files
+            plan = []
+            for kind, name in zip(types, names, strict=True):
+                entry = files.get(series_key(MD, prog_id, kind, name, host, context))
+                if entry is None:
+                    return  # not opened (the event was refused before): planned at the next one
+                if isinstance(entry, str):
+                    plan = None
+                    break
+                plan.append(entry)
+        if len(self._plans) >= self.max_plans:
+            self._plans.clear()
+        self._plans[plan_key] = plan
 
     def _points(self, record: StatsRecord, receipt_ms: int | None, minute: bool = False) -> list[SeriesPoint]:
         """The record's points; a minute's record (a roll-up, an aggregate) all at collect_time + step."""

@@ -73,6 +73,7 @@ __all__ = [
     "parse_file_path",
     "series_from_record",
     "series_from_stats",
+    "series_key",
     "tree_path",
 ]
 
@@ -219,8 +220,9 @@ _KEYS: dict[tuple[str, str, str, str, str, tuple[tuple[str, str], ...]], SeriesK
 _KEYS_MAX = 1 << 17
 
 
-def _key(namespace: str, prog_id: str, kind: str, name: str, host: str,
-         context: tuple[tuple[str, str], ...]) -> SeriesKey:
+def series_key(namespace: str, prog_id: str, kind: str, name: str, host: str,
+               context: tuple[tuple[str, str], ...]) -> SeriesKey:
+    """The `SeriesKey` of these fields (checked), the same object as `series_from_record` gives while cached."""
     cache_key = (namespace, prog_id, kind, name, host, context)
     key = _KEYS.get(cache_key)
     if key is None:
@@ -236,14 +238,14 @@ def _points(prog_id: str, host: str, context: tuple[tuple[str, str], ...], names
             unknown_as: str | None) -> Iterator[SeriesPoint]:
     for kind, name, value in zip(types, names, values, strict=True):
         if kind in _SIMPLE_TYPES:
-            yield SeriesPoint(_key(namespace, prog_id, kind, name, host, context), plain_ts, value)
+            yield SeriesPoint(series_key(namespace, prog_id, kind, name, host, context), plain_ts, value)
         elif kind == _STATSET:
             for field_name, field_value in zip(STATSET_FIELDS, value, strict=True):
                 if field_value is not None:
-                    yield SeriesPoint(_key(namespace, prog_id, field_name, name, host, context), statset_ts,
+                    yield SeriesPoint(series_key(namespace, prog_id, field_name, name, host, context), statset_ts,
                                       field_value)
         elif unknown_as is not None and not isinstance(value, bool) and isinstance(value, int | float):
-            yield SeriesPoint(_key(namespace, prog_id, unknown_as, name, host, context), plain_ts, value)
+            yield SeriesPoint(series_key(namespace, prog_id, unknown_as, name, host, context), plain_ts, value)
 
 
 def _cap(stem: str, suffix: str, key: SeriesKey) -> str:

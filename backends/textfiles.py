@@ -114,7 +114,10 @@ class DatedTextBackend(Backend):
         self.files = FileCache(self.config.get("idle_timeout", 60.0), max_open)
         self.clock = DayClock()
         self._paths: dict[tuple[str, str, str, str, str], Path | None] = {}
-        self._pending: dict[Path, list[str]] = {}
+        #: path -> [lines (or blocks of lines joined by LF), how many lines]
+        self._pending: dict[Path, list[Any]] = {}
+        #: characters of the pending lines (about their bytes), for a bound on what waits
+        self.pending_chars = 0
         self._ratelog = RateLimitedLog(self.log)
         self.lines_written = 0
         self.lines_dropped = 0
@@ -144,34 +147,36 @@ class DatedTextBackend(Backend):
         return path  # type: ignore[return-value]
 
     def add_line(self, path: Path | None, line: str) -> None:
-        """Queue one line (without its newline) for `path`; written at the end of the batch."""
-        if path is None:
-            self.lines_dropped += 1
-            return
-        lines = self._pending.get(path)
-        if lines is None:
-            self._pending[path] = [line]
-        else:
-            lines.append(line)
+        """Queue one line (without its newline) for `path`; written by `write_pending`."""
+        self.add_block(path, line, 1)
 
     def add_lines(self, path: Path | None, lines: list[str]) -> None:
         """`add_line` for several lines of one file."""
+        self.add_block(path, "\n".join(lines), len(lines))
+
+    def add_block(self, path: Path | None, block: str, lines: int) -> None:
+        """Queue `lines` lines already joined by LF (no newline at the end) for `path`."""
         if path is None:
-            self.lines_dropped += len(lines)
+            self.lines_dropped += lines
             return
+        self.pending_chars += len(block) + 1
         pending = self._pending.get(path)
         if pending is None:
-            self._pending[path] = lines
+            self._pending[path] = [[block], lines]
         else:
-            pending.extend(lines)
+            pending[0].append(block)
+            pending[1] += lines
 
     def write_pending(self) -> None:
         """One write per file for everything queued; a file that fails loses only its own lines (counted)."""
         pending, self._pending = self._pending, {}
+        self.pending_chars = 0
         # Fields are already escaped (a real backslash is \\), so a byte that is not UTF-8 written as \xe9
         # is unambiguous and the file stays valid UTF-8.
-        chunks = [(path, escape_bytes("\n".join(lines) + "\n").encode("utf-8"), len(lines))
-                  for path, lines in pending.items()]
+        chunks = [(path, escape_bytes("\n".join(blocks) + "\n").encode("utf-8"), lines)
+                  for path, (blocks, lines) in pending.items()]
+        for blocks, _lines in pending.values():
+            blocks.clear()  # a stats_file plan may still hold the entry: not the text
         if self.outage.active:  # behind what is buffered: every file keeps its order
             for chunk in chunks:
                 self._buffer(chunk)

@@ -25,6 +25,7 @@ import gc
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 from mondemand.backends.agg import AggBackend
@@ -36,11 +37,11 @@ from mondemand.options import parse_options
 from mondemand.plugin_api import ServerContext
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_stats_decode import varied_datagrams
+from bench_stats_decode import cpu_per_event, decoded_batches, varied_datagrams
 
 
 def make_agg(**options: str) -> tuple[AggBackend, list[RawEvent]]:
-    values, problems = parse_options(AggBackend.options, {"max_series": "10000000", **options})
+    values, problems = parse_options(AggBackend.options, {"max_series": "10000000", "checkpoint": "off", **options})
     assert not problems, problems
     emitted: list[RawEvent] = []
     agg = AggBackend("bench", values, ServerContext(inject=emitted.append))
@@ -88,25 +89,37 @@ def bench_handle(hosts: int, metrics: int, rounds: int) -> None:
     print(f"handle(): {total:,} samples in {elapsed:.2f} s = {total / elapsed:,.0f} samples/s (decode included)")
 
 
-def bench_events(hosts: int, rounds: int, repeats: int = 5) -> None:
-    """µs per 5-metric event through handle(), best of `repeats` runs over `rounds` reports per host."""
-    best = float("inf")
-    for _ in range(repeats):
-        agg, _ = make_agg()
-        now_ms = int(time.time() * 1000)
-        # Reports 1 s apart, all within the open intervals; the first round only creates the counter states.
-        datagrams = varied_datagrams(hosts, rounds + 1, t0=now_ms - (rounds + 1) * 1000, step_ms=1000)
-        warm, timed = datagrams[:hosts], datagrams[hosts:]
-        agg.handle([RawEvent(d, now_ms, "10.0.0.1", 4000, "udp") for d in warm])
-        batches = [[RawEvent(d, now_ms, "10.0.0.1", 4000, "udp") for d in timed[i:i + 256]]
-                   for i in range(0, len(timed), 256)]  # fmt: skip
-        start = time.perf_counter()
-        for batch in batches:
-            agg.handle(batch)
-        best = min(best, (time.perf_counter() - start) / len(timed) * 1e6)
+def bench_events(hosts: int, rounds: int, repeats: int = 5) -> dict[str, float]:
+    """CPU µs per 5-metric event through handle(), decode excluded: the plain path and the per-shape plans.
+
+    The load is the server's usual traffic: varied datagrams (1000 hosts,
+    3 counters and 2 gauges each, counters increasing, values and send_time
+    changing), 20 ms between a host's reports (50k events/s), decoded before
+    the clock starts (a worker decodes once for all its backends).
+    """
+    now_ms = int(time.time() * 1000)
+    datagrams = varied_datagrams(hosts, rounds + 1, t0=now_ms - (rounds + 1) * 20, step_ms=20)
+    warm = decoded_batches(datagrams[:hosts], now_ms)  # the first round only creates the counter states
+    timed = decoded_batches(datagrams[hosts:], now_ms)
+
+    def variant(plans: bool) -> Callable[[], AggBackend]:
+        def make() -> AggBackend:
+            agg = make_agg()[0]
+            agg.use_plans = plans
+            return agg
+        return make
+
+    def check(agg: AggBackend) -> None:
         assert agg.stats["samples"] == 5 * len(datagrams), agg.stats
-    print(f"handle(): {best:.2f} µs per 5-metric event ({1e6 / best:,.0f} events/s; "
-          f"{hosts} hosts x {rounds} reports, fresh RawEvents, decode included)")
+
+    results = {}
+    for label, plans in (("plain path", False), ("per-shape plans", True)):
+        results[label] = cpu_per_event(variant(plans), warm, timed, repeats, check)
+    base = results["plain path"]
+    for label, us in results.items():
+        print(f"agg handle(), {label:16s} {us:6.2f} µs/event CPU ({base / us:4.2f}x the plain path; "
+              f"{hosts} hosts x {rounds} reports, decode excluded)")
+    return results
 
 
 def bench_memory(hosts: int, metrics: int, stats: str) -> None:
@@ -137,11 +150,15 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--metrics", type=int, default=100, help="per host: half counters, half gauges")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--events-only", action="store_true", help="only the µs per event figures")
     args = parser.parse_args()
+    if args.events_only:
+        bench_events(args.hosts, 20)
+        return
     print(f"{args.hosts} hosts x {args.metrics} metrics = {args.hosts * args.metrics:,} aggregate series")
     bench_add(args.hosts, args.metrics, args.rounds)
     bench_handle(args.hosts, args.metrics, args.rounds)
-    bench_events(args.hosts, args.rounds)
+    bench_events(args.hosts, 20)
     bench_memory(args.hosts, args.metrics, "count,sum,min,max")
     bench_memory(args.hosts, args.metrics, "count,sum,min,max,median,pctl_99")
 

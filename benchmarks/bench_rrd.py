@@ -14,7 +14,14 @@ so the figures are the backends' own cost.
 4. whisper: the same load with the `whisper` backend type, when the package
    `mondemand_backend_whisper` is installed.
 
-    python benchmarks/bench_rrd.py [--series 10000] [--minutes 3] [--small] [--keep DIR]
+5. µs per event (CPU time of `handle`, best of several, decode excluded) for
+   the server's usual traffic at 50k events/s: 1000 hosts of 3 counters and 2
+   gauges (`bench_stats_decode.varied_datagrams`), a report per host every
+   20 ms, through a real rrdcached, so that one sample per series and second
+   is kept and the rest are rejected; the plain path against the per-shape
+   plans, in the same run (`--events-only` runs this alone).
+
+    python benchmarks/bench_rrd.py [--series 10000] [--minutes 3] [--small] [--keep DIR] [--events-only]
 
 The reference file layout (3 CFs x 3 archives, about 1.3 MB a file) takes
 about 13 GB for 10,000 series; --small uses a 1-day archive per CF instead.
@@ -42,6 +49,9 @@ from mondemand.lwes import encode
 from mondemand.messages.stats import Metric, MetricType, StatsMsg
 from mondemand.options import parse_options
 from mondemand.plugin_api import Backend, ServerContext
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_stats_decode import cpu_per_event, decoded_batches, varied_datagrams
 
 METRICS_PER_HOST = 10
 BATCH = 1000  # the runner's default batch size
@@ -159,6 +169,46 @@ def bench_rrd(work: Path, hosts: int, minutes: int, base: int, rra_options: dict
         daemon.stop()
 
 
+def bench_events(work: Path, hosts: int = 1000, rounds: int = 20, repeats: int = 3) -> dict[str, float]:
+    """CPU µs per 5-metric event of `RrdBackend.handle` through rrdcached: plain path and per-shape plans."""
+    base_ms = ((int(time.time()) // 3600) * 3600 - 86400) * 1000  # a day ago: nothing is ahead of the clock
+    datagrams = varied_datagrams(hosts, rounds + 1, t0=base_ms, step_ms=20)
+    warm = decoded_batches(datagrams[:hosts], base_ms, BATCH)  # creates every file
+    timed = decoded_batches(datagrams[hosts:], base_ms, BATCH)
+    daemon = Daemon(work)
+    runs = iter(range(1_000_000))
+    results: dict[str, float] = {}
+
+    def variant(plans: bool) -> Any:
+        def make_one() -> Backend:
+            root = work / f"events-{next(runs)}"
+            backend = make(RrdBackend, {"root": str(root), "daemon": daemon.address, "rras": "1:1440",
+                                        "statset_rras": "1:1440", "graphite": "false"})
+            backend.use_plans = plans  # type: ignore[attr-defined]
+            return backend
+        return make_one
+
+    def finish(backend: Backend) -> None:
+        counts = backend.counters()
+        assert counts["errors"] == 0 and counts["written"] + counts["rejected"] == 5 * len(datagrams), counts
+        results.setdefault("written", counts["written"])
+        backend.close()
+
+    try:
+        for label, plans in (("plain path", False), ("per-shape plans", True)):
+            results[label] = cpu_per_event(variant(plans), warm, timed, repeats, finish)
+    finally:
+        daemon.stop()
+    base = results["plain path"]
+    print(f"rrd events: {hosts} hosts x {rounds} reports 20 ms apart, {results['written']:,.0f} of "
+          f"{5 * len(datagrams):,} samples kept (one per series and second)")
+    for label in ("plain path", "per-shape plans"):
+        us = results[label]
+        print(f"rrd handle() via rrdcached, {label:16s} {us:6.2f} µs/event CPU ({base / us:4.2f}x the plain path; "
+              f"decode excluded)")
+    return results
+
+
 def whisper_type() -> type[Backend] | None:
     if importlib.util.find_spec("mondemand_backend_whisper") is None:
         return None
@@ -189,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=int, default=3, help="minutes of updates per mode")
     parser.add_argument("--small", action="store_true", help="small archives (1 day per CF) to save disk")
     parser.add_argument("--keep", type=Path, default=None, help="work in this directory and keep the files")
+    parser.add_argument("--events-only", action="store_true", help="only the µs per event figures")
     args = parser.parse_args(argv)
     hosts = max(1, args.series // METRICS_PER_HOST)
     base = (int(time.time()) // 3600) * 3600 - 86400  # a day ago: every minute written lies in the past
@@ -198,6 +249,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, layout: "
           f"{'small (1:1440 per CF)' if args.small else 'reference (1:44640 15:9600 1440:400 per CF)'}")
     try:
+        bench_events(work)
+        if args.events_only:
+            return
         bench_rrd(work, hosts, args.minutes, base, rra_options)
         cls = whisper_type()
         if cls is None:

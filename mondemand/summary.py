@@ -47,14 +47,19 @@ class Summary:
 
     def add(self, value: int) -> None:
         """One sample: a gauge reading or a counter delta."""
-        self.count = 1 if self.count is None else self.count + 1
-        self.sum = value if self.sum is None else self.sum + value
-        if self.min is None or value < self.min:
+        count = self.count
+        self.count = 1 if count is None else count + 1
+        total = self.sum
+        self.sum = value if total is None else total + value
+        low = self.min
+        if low is None or value < low:
             self.min = value
-        if self.max is None or value > self.max:
+        high = self.max
+        if high is None or value > high:
             self.max = value
-        if self.sketch is not None:
-            self.sketch.add(value)
+        sketch = self.sketch
+        if sketch is not None:
+            sketch.add(value)
 
     def add_statset(self, stats: Statset, sketch: Sketch | None = None) -> None:
         """Merge a summary someone else made: count and sum add, min and max take extremes.

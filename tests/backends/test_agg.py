@@ -376,3 +376,95 @@ def test_a_restart_mid_interval_emits_each_interval_once_with_all_its_samples(tm
         # 0 for the first report, then +10 and +20: the counter state survived the restart.
         ("hits", first): [(3, 30)],
     }
+
+
+# -- the per-shape plans equal the plain path ------------------------------------------------------------------
+
+_SHAPES = [  # (prog_id, host, context, metrics as (type, name)): a sender keeps one shape, values change
+    ("app", "h0", {}, (("counter", "c"), ("gauge", "g"))),
+    ("app", "h1", {}, (("counter", "c"), ("gauge", "g"))),
+    ("app", "h0", {"cluster": "x"}, (("counter", "c"), ("counter", "c"), ("gauge", "g"))),  # a name twice
+    ("app", "h2", {"cluster": "y"}, (("gauge", "g"), ("counter", "d"))),
+    ("web", "h0", {}, (("counter", "c"),)),
+    ("app", "h1", {"stat": "gauge"}, (("statset", "g"), ("gauge", "g"))),  # an aggregate: plain path only
+    ("app", "h3", {}, (("statset", "s"), ("counter", "c"))),  # a statset: plain path only
+]
+#: Offsets of an event's time from `now` (ms): late, in the past, now, ahead, too far ahead.
+_OFFSETS = st.sampled_from([-40_000, -16_000, -9_000, -1_000, 0, 0, 1, 700, 2_500, 4_000, 9_000, 25_000])
+
+
+def _datagram(shape: int, values: list[int], ms: int) -> bytes:
+    from mondemand.lwes import encode
+
+    prog_id, host, context, metrics = _SHAPES[shape]
+    ms_list = []
+    for (kind, name), value in zip(metrics, values, strict=False):
+        if kind == "statset":
+            ms_list.append(Metric(MetricType.STATSET, name, Statset(count=1, sum=value, min=value, max=value)))
+        else:
+            ms_list.append(Metric(MetricType(kind), name, value))
+    [event] = StatsMsg(prog_id, host, dict(context), ms_list, send_time=ms).to_lwes()
+    return encode(event)
+
+
+def _snapshot(agg: AggBackend) -> tuple[Any, ...]:
+    buckets = {start: {key: (s.count, s.sum, s.min, s.max, s.tail_count) for key, s in series.items()}
+               for start, series in agg.buckets.items()}  # fmt: skip
+    counters = {key: tuple(state) for key, state in agg.counter_state.items()}
+    return buckets, counters, dict(agg.stats), agg.live, sorted(agg.emitted)
+
+
+_STEP = st.one_of(
+    st.tuples(st.just("events"), st.lists(st.tuples(st.integers(0, len(_SHAPES) - 1),
+                                                    st.lists(st.integers(0, 60), min_size=3, max_size=3),
+                                                    _OFFSETS), min_size=1, max_size=12)),
+    st.tuples(st.just("flush"), st.sampled_from([0.5, 3.0, 11.0, 40.0])),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("plans_max", [65536, 2])
+@settings(max_examples=150, deadline=None)
+@given(steps=st.lists(_STEP, min_size=1, max_size=14), max_series=st.integers(1, 14),
+       max_future=st.sampled_from(["20s", "3s"]))  # 3 s: part of an open interval is ahead of the clock
+def test_per_shape_plans_give_the_plain_paths_state(plans_max, steps, max_series, max_future):
+    """Counter resets, out-of-order, duplicates, late and future events, overflow, expiry: state equal, always."""
+    options = {"interval": "10s", "lateness": "5s", "max_future": max_future, "expire_after": "2s",
+               "max_series": str(max_series)}
+    outs = (Collector(), Collector())
+    planned, plain = make_agg(outs[0], **options), make_agg(outs[1], **options)
+    plain.use_plans, planned.max_plans = False, plans_max
+    now = float(T0)
+    for kind, arg in steps:
+        if kind == "flush":
+            now += arg
+            for agg in (planned, plain):
+                agg.flush(now=now)
+            continue
+        batch = [RawEvent(_datagram(shape, values, int(now * 1000) + offset), int(now * 1000), "10.0.0.1", 1, "udp")
+                 for shape, values, offset in arg]  # fmt: skip
+        for agg in (planned, plain):
+            agg.handle_at(batch, now)
+        assert _snapshot(planned) == _snapshot(plain)
+    for agg in (planned, plain):
+        agg.flush(now=now + 1000)
+    assert _snapshot(planned) == _snapshot(plain)
+    assert outs[0].table() == outs[1].table()
+
+
+def test_plans_are_used_and_bounded():
+    """A repeating sender is served by its plan; more shapes than the bound forget the plans, not the data."""
+    agg = make_agg()
+    now = float(T0 + 1)
+    batch = [RawEvent(_datagram(0, [10 * i, i], int(now * 1000) + i), int(now * 1000), "10.0.0.1", 1, "udp")
+             for i in range(5)]  # fmt: skip
+    agg.handle_at(batch, now)
+    [plan] = agg._plans.values()
+    assert plan is not None and plan[4] is not None  # the summaries of the open interval are held
+    agg.max_plans = 3
+    for shape in range(len(_SHAPES)):
+        agg.handle_at([RawEvent(_datagram(shape, [1, 2, 3], int(now * 1000) + 10), int(now * 1000), "10.0.0.1", 1,
+                                "udp")], now)  # fmt: skip
+    assert len(agg._plans) <= 3
+    assert agg.stats["samples"] == 5 * 2 + sum(len(shape[3]) for shape in _SHAPES)
+    agg.flush(now=now + 1000)  # the interval is emitted: no plan keeps its summaries alive
+    assert all(plan is None or (plan[3] is None and plan[4] is None) for plan in agg._plans.values())

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import rrdtool
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mondemand.backends.rrd import Layout, RrdBackend
 from mondemand.backends.rrdcached import RrdcachedClient
 from mondemand.backends.series import SeriesKey, file_path, tree_path
@@ -351,3 +353,81 @@ def test_create_arguments() -> None:
     assert args[6:] == [f"RRA:{cf}:0.5:{s}:{r}" for cf in ("AVERAGE", "MIN", "MAX")
                         for s, r in ((1, 44640), (15, 9600), (1440, 400))]
     assert layout.data_source(key("gauge", "g")) == "DS:value:GAUGE:900:U:U"
+
+
+# -- the per-shape plans store what the plain path stores -----------------------------------------------------
+
+_SHAPES: list[tuple[str, str, dict[str, str], tuple[tuple[str, str], ...]]] = [
+    ("app", "web1", {}, (("counter", "c"), ("gauge", "g"))),
+    ("app", "web2", {"cluster": "eu"}, (("counter", "c"), ("counter", "c"))),  # one series twice per event
+    ("app", "web1", {"stat": "sum"}, (("gauge", "g"),)),  # an aggregate: plain path
+    ("app", "web3", {}, (("statset", "s"), ("gauge", "g"))),  # a statset: plain path
+    ("app", "web4", {"partial_interval_ms": "5000"}, (("gauge", "g"),)),  # a DaTtSs partial: rolled up
+    ("app", "web5", {}, (("gauge", "n" * 300),)),  # a name no file can have: counted as bad_names
+    ("web", "web1", {}, (("counter", "c"),)),
+]
+#: Seconds after BASE: repeats, out of order, a minute later; None: no send_time; 10**6: ahead of the clock.
+_SECONDS = st.sampled_from([0, 0, 1, 2, 2, 1, 5, 60, 61, None, 10**6])
+
+
+def _event(shape: int, values: list[int], second: int | None, huge: bool) -> RawEvent:
+    prog_id, host, context, metrics = _SHAPES[shape]
+    counters = {name: v for (kind, name), v in zip(metrics, values, strict=False) if kind == "counter"}
+    gauges = {name: v for (kind, name), v in zip(metrics, values, strict=False) if kind == "gauge"}
+    statsets = {name: Statset(count=1, sum=v, min=v, max=v)
+                for (kind, name), v in zip(metrics, values, strict=False) if kind == "statset"}  # fmt: skip
+    send = None if second is None else BASE + 600 + (time.time() if second == 10**6 else second)
+    msg = stats_msg(prog_id, host, counters=counters, gauges=gauges, statsets=statsets, context=dict(context),
+                    send_time=None if send is None else int(send), collect_time=BASE + 600)
+    [raw] = raw_events(msg)
+    raw.receipt_ms = (BASE + 650) * 1000
+    if huge:  # a value beyond a double: the event is rejected, the others are not
+        record = raw.stats
+        raw._stats = (*record[:8], (10**400,) * len(record[8]))
+    return raw
+
+
+def _stored(root: Path, daemon: str | None) -> dict[str, Any]:
+    out = {}
+    for path in sorted(root.rglob("*.rrd")):
+        if daemon is not None:
+            rrdtool.flushcached("--daemon", daemon, str(path))
+        (first, _last, step), _names, rows = rrdtool.fetch(str(path), "AVERAGE", "--start", str(BASE),
+                                                           "--end", str(BASE + 900))
+        out[str(path.relative_to(root))] = (rrdtool.lastupdate(str(path)), first, step, rows)
+    return out
+
+
+@pytest.mark.parametrize("writer", ["direct", "unix"])
+@settings(max_examples=25, deadline=None)
+@given(batches=st.lists(st.lists(st.tuples(st.integers(0, len(_SHAPES) - 1),
+                                           st.lists(st.integers(0, 10**6), min_size=2, max_size=2),
+                                           _SECONDS, st.integers(0, 9).map(lambda i: i == 0)),
+                                 min_size=1, max_size=12), min_size=1, max_size=4),
+       plans_max=st.sampled_from([1, 65536]))  # fmt: skip
+def test_per_shape_plans_store_and_count_what_the_plain_path_does(writer, batches, plans_max, rrdcached_unix,
+                                                                 tmp_path_factory):
+    daemon = rrdcached_unix.address if writer == "unix" else None
+    options = {"step": "1s", "rras": "1:1200", "statset_rras": "1:1200", "heartbeat": "120s",
+               **({"daemon": daemon} if daemon else {})}
+    roots = [tmp_path_factory.mktemp("plain"), tmp_path_factory.mktemp("planned")]
+    plain, planned = (make_backend(root, **options) for root in roots)
+    plain.use_plans, planned.max_plans = False, plans_max
+    for batch in batches:
+        for backend in (plain, planned):
+            backend.handle([_event(*item) for item in batch])
+    for backend in (plain, planned):
+        backend.close()
+    assert plain.counters() == planned.counters()
+    assert _stored(roots[0], daemon) == _stored(roots[1], daemon)
+
+
+def test_a_repeating_sender_is_served_by_its_plan_and_refused_seconds_are_counted(tmp_path: Path) -> None:
+    backend = make_backend(tmp_path, step="1s", rras="1:1200")
+    events = [_event(0, [100 + i, i], i // 3, False) for i in range(9)]  # three reports per second
+    backend.handle(events[:1])
+    assert list(backend._plans.values()) == [[backend.files[key("counter", "c")], backend.files[key("gauge", "g")]]]
+    backend.handle(events[1:])
+    counts = backend.counters()
+    assert counts["written"] == 2 * 3 and counts["rejected"] == 2 * 6
+    backend.close()

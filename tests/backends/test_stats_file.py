@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
-from mondemand.backends.stats_file import StatsFileBackend
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mondemand.backends.stats_file import BUSY_BATCH, StatsFileBackend
 from mondemand.backends.textfiles import escape_field, unescape_field
 
 from mondemand.lwes import Event, LwesType
@@ -221,3 +224,79 @@ def test_an_existing_file_is_appended_to(tmp_path, backend):
     backend.handle(received(StatsMsg("a", host="h", metrics=[Metric(MetricType.COUNTER, "c", 1)])))
     assert path.read_text().splitlines()[0] == "earlier line"
     assert len(path.read_text().splitlines()) == 2
+
+
+# -- the per-shape plans and the deferred writes give the plain path's files --------------------------------------
+
+_SHAPES = [  # (prog_id, host, context, metrics as (type, name))
+    ("app", "web01", {"cluster": "eu"}, (("counter", "requests"), ("gauge", "queue"))),
+    ("app", "web02", {}, (("counter", "c"), ("counter", "c"))),  # a name twice
+    ("odd{0}", "h\tx", {"k": "v{1}\n", "a": "b"}, (("gauge", "g}{"), ("counter", "back\\slash"))),
+    ("..", "h", {}, (("gauge", "g"),)),  # a prog_id that is not a safe path
+    ("app", "web01", {"cluster": "eu"}, (("statset", "latency"), ("gauge", "queue"))),  # plain path only
+    ("app", "web03", {}, (("weird", "w"),)),  # an unknown type: plain path only
+]
+#: send_time choices: valid (around midnight UTC of T0's day), missing, unusable.
+_TIMES = st.sampled_from([T0, T0 + 1, T0 + 7_199_999, T0 + 7_200_000, T0 + DAY, None, 0, -5, 2**62])
+
+
+def _raw(shape: int, values: list[int], send_time: int | None) -> Any:
+    prog_id, host, context, metrics = _SHAPES[shape]
+    out = []
+    for (kind, name), value in zip(metrics, values, strict=False):
+        if kind == "statset":
+            out.append(Metric(MetricType.STATSET, name, Statset(count=1, sum=value, min=value, max=value)))
+        elif kind == "weird":
+            out.append(Metric(MetricType.UNKNOWN, name, value, type_name=kind))
+        else:
+            out.append(Metric(MetricType(kind), name, value))
+    msg = StatsMsg(prog_id, host=host, context=dict(context), metrics=out, send_time=send_time)
+    [raw] = received(msg, receipt_ms=T0 + 3_000)
+    return raw
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches=st.lists(st.lists(st.tuples(st.integers(0, len(_SHAPES) - 1),
+                                           st.lists(st.integers(-(2**63), 2**63 - 1), min_size=2, max_size=2),
+                                           _TIMES), min_size=1, max_size=30), min_size=1, max_size=5),
+       plans_max=st.sampled_from([2, 16384]), write_interval=st.sampled_from(["0", "1m"]))  # fmt: skip
+def test_plans_and_deferred_writes_give_the_plain_paths_files(tmp_path_factory, batches, plans_max,
+                                                             write_interval):
+    roots = [tmp_path_factory.mktemp("plain"), tmp_path_factory.mktemp("planned")]
+    plain = make_backend(StatsFileBackend, roots[0], write_interval="0")
+    planned = make_backend(StatsFileBackend, roots[1], write_interval=write_interval)
+    plain.use_plans, planned.max_plans = False, plans_max
+    for batch in batches:
+        events = [_raw(*item) for item in batch]
+        # Long batches are what defer the writes: repeat the batch so that it reaches BUSY_BATCH.
+        if write_interval != "0":
+            events = events * (-(-BUSY_BATCH // len(events)))
+        for backend in (plain, planned):
+            backend.handle(events)
+    for backend in (plain, planned):
+        backend.close()
+    trees = [{p.relative_to(root): p.read_bytes() for p in files_under(root)} for root in roots]
+    assert trees[0] == trees[1]
+    assert {k: v for k, v in plain.counters().items() if k != "open_files"} == \
+        {k: v for k, v in planned.counters().items() if k != "open_files"}
+
+
+def test_busy_batches_wait_for_write_interval_and_small_ones_do_not(tmp_path):
+    backend = make_backend(StatsFileBackend, tmp_path, write_interval="1m")
+    path = tmp_path / "2023" / "11" / "14" / "app" / "web02"
+    busy = [_raw(1, [i, i + 1], T0 + i) for i in range(BUSY_BATCH)]
+    backend.handle(busy)  # the first batch is written: nothing was waiting yet
+    assert len(lines(path)) == 2 * BUSY_BATCH
+    backend.handle(busy)
+    assert len(lines(path)) == 2 * BUSY_BATCH and backend.pending_chars > 0  # waits
+    backend.handle(busy[:3])  # a small batch: the server is not busy, everything is written
+    assert len(lines(path)) == 2 * (2 * BUSY_BATCH + 3) and backend.pending_chars == 0
+    backend.handle(busy)
+    backend.flush()  # the runner's periodic flush writes what waits
+    assert len(lines(path)) == 2 * (3 * BUSY_BATCH + 3)
+    small_buffer = make_backend(StatsFileBackend, tmp_path / "b", write_interval="1m", write_buffer_bytes="4096")
+    small_buffer.handle(busy)
+    small_buffer.handle(busy)  # over write_buffer_bytes: written at once
+    assert small_buffer.counters()["lines_written"] == 4 * BUSY_BATCH
+    backend.close()
+    small_buffer.close()
