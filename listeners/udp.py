@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from mondemand.listeners import udpauth
 from mondemand.listeners.errors import ListenerError
 
 from mondemand.envelope import RawEvent
@@ -136,6 +137,7 @@ class LwesUdpListener(Listener):
                help="receive buffer to ask for (SO_RCVBUFFORCE when permitted); 0 keeps the system default"),
         Option("max_datagram", "size", 65535, maximum=65535, check=_check_datagram,
                help="largest datagram read; longer ones are truncated"),
+        *udpauth.OPTIONS,
     )
 
     def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
@@ -166,6 +168,11 @@ class LwesUdpListener(Listener):
         self._last_error_log = -math.inf
         self._suppressed = 0
         self._malformed_log = MalformedLog(self.log, name)
+        #: Signature checks (listeners/udpauth.py); None when `signatures = off`.
+        self.gate: udpauth.DatagramGate | None = None
+        if settings.get("signatures", "off") != "off" and context.tenants is not None:
+            self.gate = udpauth.DatagramGate(context.tenants, settings["signatures"], settings["signature_window"],
+                                             settings["replay_memory"])
 
     @classmethod
     def udp_endpoint(cls, options: Mapping[str, Any]) -> UdpEndpoint:
@@ -225,7 +232,10 @@ class LwesUdpListener(Listener):
 
     def counters(self) -> dict[str, float]:
         """received (every datagram read), malformed, errors and bytes."""
-        return {"received": self.received, "malformed": self.malformed, "errors": self.errors, "bytes": self.bytes}
+        counters = {"received": self.received, "malformed": self.malformed, "errors": self.errors, "bytes": self.bytes}
+        if self.gate is not None:
+            counters.update(self.gate.counters())
+        return counters
 
     # -- the socket -------------------------------------------------------------
 
@@ -347,6 +357,8 @@ class LwesUdpListener(Listener):
         received = nbytes = 0
         batch: list[RawEvent] = []
         append = batch.append
+        gate = self.gate.check if self.gate is not None else None
+        tenant = ""
         try:
             for _ in range(MAX_BURST):
                 try:
@@ -356,8 +368,15 @@ class LwesUdpListener(Listener):
                 received += 1
                 nbytes += len(data)
                 ip = plain_ip(addr[0]) if mapped else addr[0]
+                if gate is not None:
+                    checked = gate(data, int(clock() * 1000))
+                    if checked is None:
+                        continue
+                    data, tenant = checked
                 try:
                     append(RawEvent(data, int(clock() * 1000), ip, addr[1], name))
+                    if tenant:
+                        batch[-1].tenant = tenant
                 except LwesDecodeError as exc:
                     self.malformed += 1
                     self._malformed_log.report(data, ip, addr[1], exc)
