@@ -42,7 +42,7 @@ class RawEvent:
     """
 
     __slots__ = ("_event", "_message", "_stats", "data", "listener", "name", "receipt_ms", "sender_ip",
-                 "sender_port")
+                 "sender_port", "tenant")
 
     def __init__(
         self,
@@ -52,6 +52,7 @@ class RawEvent:
         sender_port: int,
         listener: str = "",
         name: str | None = None,
+        tenant: str = "",
     ) -> None:
         if name is None:
             # Names repeat: one slice and one lookup in the common case.
@@ -64,6 +65,8 @@ class RawEvent:
         self.sender_port = sender_port
         self.listener = listener
         self.name = name
+        #: The tenant that sent it (service mode, mondemand/tenancy.py); "" = none.
+        self.tenant = tenant
         # _event and _message stay unset until first use (an unset slot
         # raises AttributeError): two fewer stores per datagram. _stats is
         # read for most datagrams, and a raised AttributeError costs more than a store.

@@ -11,7 +11,7 @@ Messages (the payload's first item names the kind):
 - main -> worker: ``("batch", name, [(data, receipt_ms, ip, port, listener), ...])``,
   ``("stop",)``, ``("reopen",)``, ``("http", request_id, path, query)``
 - worker -> main: ``("ready", http_prefixes)``, ``("failed", message)``,
-  ``("inject", [(data, receipt_ms, ip, port, listener, name), ...])``,
+  ``("inject", [(data, receipt_ms, ip, port, listener, name, tenant), ...])``,
   ``("counters", {backend: {counter: value}})``, ``("http", request_id, status, body)``, ``("end",)``
 """
 

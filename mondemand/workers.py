@@ -39,6 +39,7 @@ from mondemand.ipc import (
 )
 from mondemand.plugin_api import Backend, ServerContext
 from mondemand.runner import BackendRunner
+from mondemand.tenancy import tenant_context
 
 log = logging.getLogger("mondemand.workers")
 
@@ -379,9 +380,9 @@ class WorkerProcess:
                 waiter[0].set()
 
     def _take_injects(self, message: tuple[Any, ...]) -> None:
-        for data, ms, ip, port, listener, name in message[1]:
+        for data, ms, ip, port, listener, name, tenant in message[1]:
             try:
-                self.inject(RawEvent(data, ms, ip, port, listener, name))
+                self.inject(RawEvent(data, ms, ip, port, listener, name, tenant))
             except Exception:
                 log.exception("worker %s: routing an injected event failed", self.name)
 
@@ -470,7 +471,7 @@ def run_worker(name: str, specs: list[BackendSpec], settings: WorkerSettings, do
     def inject(raw: RawEvent) -> None:
         with contextlib.suppress(OSError):  # the main process is gone: nothing can be routed any more
             writer.send(("inject", [(raw.data, raw.receipt_ms, raw.sender_ip, raw.sender_port, raw.listener,
-                                     raw.name)]))
+                                     raw.name, raw.tenant)]))
 
     def count_decode_error(raw: RawEvent, exc: Exception) -> None:
         if not getattr(exc, "counted", False):
@@ -575,5 +576,6 @@ def _die_with(parent: int) -> None:
 
 
 def _factory(spec: BackendSpec, context: ServerContext) -> Callable[[], Backend]:
+    context = tenant_context(spec.name, context)  # a tenant's copy injects as that tenant
     return lambda: spec.cls(spec.name, spec.options, context)
 
