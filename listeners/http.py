@@ -223,11 +223,14 @@ class LwesHttpListener(Listener):
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def counters(self) -> dict[str, float]:
-        """received (bodies read), malformed, errors, bytes, too_large (413), unauthorized (401), over_quota (429)."""
+        """received (bodies read), malformed, errors, bytes, too_large (413); with tenants also
+        unauthorized (401) and over_quota (429)."""
         with self._lock:
-            return {"received": self.received, "malformed": self.malformed, "errors": self.errors,
-                    "bytes": self.bytes, "too_large": self.too_large, "unauthorized": self.unauthorized,
-                    "over_quota": self.over_quota}
+            counters = {"received": self.received, "malformed": self.malformed, "errors": self.errors,
+                        "bytes": self.bytes, "too_large": self.too_large}
+            if self.tenants is not None:
+                counters.update(unauthorized=self.unauthorized, over_quota=self.over_quota)
+            return counters
 
     def _count(self, **increments: int) -> None:
         with self._lock:

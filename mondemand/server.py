@@ -80,7 +80,8 @@ class Server:
             else:
                 groups.setdefault(process, []).append(BackendSpec(name, section.cls, section.options, runner_options))
         settings = WorkerSettings(config.server["hostname"], self.context.config_dir, config.sections,
-                                  float(config.server["drain_timeout"]), int(config.server.get("worker_nice", 5)))
+                                  float(config.server["drain_timeout"]), int(config.server.get("worker_nice", 5)),
+                                  self.tenants)
         for process, specs in groups.items():
             worker = WorkerProcess(process, specs, settings, self.inject,
                                    link_bytes=int(config.server.get("worker_queue_bytes", 16 << 20)),

@@ -9,8 +9,10 @@ whose paths are moved under the tenant's folder: `root = var/stats` becomes
 routes with those copies in place of the originals, so a tenant's event only
 reaches its own copies; the agg copy of a tenant summarises that tenant alone
 and injects its aggregates as that tenant. Backends that forward (`lwes`) are
-shared: they see the tenant on each event. Backends that serve every series on
-one port (`dashboard`, `prometheus`) are not given tenants' events at all.
+shared: they see the tenant on each event. The dashboard is shared too and keeps
+one view per tenant behind a login (backends/dashboard/auth.py). Other
+backends that serve every series on one port (`prometheus`) are not given
+tenants' events at all.
 Events without a tenant (listeners without keys or signatures) take the
 original backends, exactly as without tenants.
 """
@@ -32,7 +34,7 @@ DIR_OPTIONS = ("root", "graphite_root")
 #: Options naming a file: the file moves into a folder named after the tenant beside it.
 FILE_OPTIONS = ("path", "state_file", "checkpoint")
 #: Backend types that handle tenants' events in one shared instance (they read `RawEvent.tenant`).
-SHARED_TYPES = frozenset({"lwes", "sink"})
+SHARED_TYPES = frozenset({"lwes", "sink", "dashboard"})
 
 
 def tenant_of(backend: str) -> str:

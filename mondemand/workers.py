@@ -80,6 +80,8 @@ class WorkerSettings:
     drain_timeout: float = 30.0
     #: Niceness the worker adds to itself: when the cores are short, the main process (the socket) goes first.
     nice: int = 0
+    #: Service mode: the `mondemand.tenants.Tenants` (inherited by the fork; keys files re-read on reopen).
+    tenants: Any = None
 
 
 _memo = threading.local()
@@ -479,7 +481,7 @@ def run_worker(name: str, specs: list[BackendSpec], settings: WorkerSettings, do
             decode_errors[0] += 1
 
     context = ServerContext(inject=inject, hostname=settings.hostname, config_dir=settings.config_dir,
-                            sections=settings.sections)
+                            sections=settings.sections, tenants=settings.tenants)
     runners: list[BackendRunner] = []
     for spec in specs:
         runners.append(BackendRunner(spec.name, _factory(spec, context), on_decode_error=count_decode_error,
@@ -545,6 +547,8 @@ def run_worker(name: str, specs: list[BackendSpec], settings: WorkerSettings, do
         elif kind == "poll":
             push_counters(message[1])
         elif kind == "reopen":
+            if settings.tenants is not None:
+                settings.tenants.reload()  # the main process logs the problems of a bad keys file
             for runner in runners:
                 runner.request_reopen()
         elif kind == "http":

@@ -262,7 +262,7 @@ def test_unknown_section_kind_and_bad_names(tmp_path, host):
     found = problems(tmp_path, host, text)
     assert len(found) == 3
     assert found[0].startswith("routes.ini: [DEFAULT]: unknown section; expected [server], [http], ")
-    assert found[0].endswith("[route:NAME], [alarm:NAME]")
+    assert found[0].endswith("[route:NAME], [tenant:NAME], [alarm:NAME]")
     assert found[1].startswith("routes.ini: [backends:b]: unknown section")
     assert found[2] == "routes.ini: [backend:bad name!]: names may hold only letters, digits, '_', '.' and '-'"
 
