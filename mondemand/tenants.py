@@ -206,6 +206,13 @@ class Tenants:
         """(tenant, HMAC secret) of a key id, or None."""
         return self._table.secrets.get(kid)
 
+    def signing_key(self, tenant: str) -> tuple[str, bytes] | None:
+        """(key id, secret) of the tenant's first hmac key (a forwarder re-signing its events), or None."""
+        for kid, (owner, secret) in self._table.secrets.items():
+            if owner == tenant:
+                return kid, secret
+        return None
+
     def reload(self) -> list[str]:
         """Read the keys files again (SIGHUP). Problems (without keys) are returned and the old keys kept."""
         table, problems = build_table(self.specs)
