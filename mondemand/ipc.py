@@ -8,7 +8,7 @@ whole burst and the worker rebuilds its `RawEvent`s with one call each.
 
 Messages (the payload's first item names the kind):
 
-- main -> worker: ``("batch", name, [(data, receipt_ms, ip, port, listener), ...])``,
+- main -> worker: ``("batch", name, [(data, receipt_ms, ip, port, listener, tenant), ...])``,
   ``("stop",)``, ``("reopen",)``, ``("http", request_id, path, query)``
 - worker -> main: ``("ready", http_prefixes)``, ``("failed", message)``,
   ``("inject", [(data, receipt_ms, ip, port, listener, name, tenant), ...])``,
@@ -50,7 +50,7 @@ def grow_pipe(fd: int, size: int = PIPE_SIZE) -> None:
         pass
 
 
-_ROW = operator.attrgetter("data", "receipt_ms", "sender_ip", "sender_port", "listener")
+_ROW = operator.attrgetter("data", "receipt_ms", "sender_ip", "sender_port", "listener", "tenant")
 
 
 def encode_batch(name: str, events: Iterable[RawEvent]) -> bytes:
@@ -64,9 +64,9 @@ def encode_message(message: tuple[Any, ...], mask: int = 0) -> bytes:
     return HEADER.pack(len(payload), mask) + payload
 
 
-def batch_events(name: str, rows: list[tuple[bytes, int, str, int, str]]) -> list[RawEvent]:
+def batch_events(name: str, rows: list[tuple[bytes, int, str, int, str, str]]) -> list[RawEvent]:
     """RawEvents back from a batch's rows; the name is known, so nothing is peeked again."""
-    return [RawEvent(data, ms, ip, port, listener, name) for data, ms, ip, port, listener in rows]
+    return [RawEvent(data, ms, ip, port, listener, name, tenant) for data, ms, ip, port, listener, tenant in rows]
 
 
 class FrameWriter:
