@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import struct
 import time
-from collections import OrderedDict
+from typing import Any
 
 from mondemand.tenants import KEY_ID, Tenants
 
@@ -41,6 +41,30 @@ REPLAY_FULL = "replay_cache_full"
 REASONS = (UNSIGNED, BAD_SIGNATURE, UNKNOWN_KEY, EXPIRED, REPLAYED, REPLAY_FULL)
 
 
+_PADS: dict[bytes, tuple[Any, Any]] = {}
+
+
+def mac_hex(secret: bytes, message: bytes | memoryview) -> str:
+    """HMAC-SHA256 of `message` as lowercase hex (RFC 2104), from the secret's keyed inner and outer states.
+
+    The same value as `hmac.new(secret, message, "sha256").hexdigest()` at less than half its cost: the two
+    padded-key blocks are hashed once per secret, and each message costs two `copy()`s of those states.
+    """
+    pads = _PADS.get(secret)
+    if pads is None:
+        key = hashlib.sha256(secret).digest() if len(secret) > 64 else secret
+        key = key.ljust(64, b"\0")
+        if len(_PADS) >= 1024:
+            _PADS.clear()
+        pads = _PADS[secret] = (hashlib.sha256(bytes(b ^ 0x36 for b in key)),
+                                hashlib.sha256(bytes(b ^ 0x5C for b in key)))
+    inner = pads[0].copy()
+    inner.update(message)
+    outer = pads[1].copy()
+    outer.update(inner.digest())
+    return outer.hexdigest()
+
+
 def sign(data: bytes, kid: str, secret: bytes, ts_ms: int | None = None) -> bytes:
     """`data` (one encoded LWES event) with the `auth` attribute appended and counted."""
     if not KEY_ID.match(kid):
@@ -53,7 +77,7 @@ def sign(data: bytes, kid: str, secret: bytes, ts_ms: int | None = None) -> byte
         raise ValueError("the event has 65535 attributes already")
     value = VERSION + kid.encode() + b":" + str(ts_ms).encode() + b":"
     head = data[:at] + _U16.pack(count + 1) + data[at + 2:] + ATTRIBUTE + _U16.pack(len(value) + SIG_HEX) + value
-    return head + hmac.new(secret, head, hashlib.sha256).hexdigest().encode()
+    return head + mac_hex(secret, head).encode()
 
 
 def split(data: bytes) -> tuple[int, bytes] | None:
@@ -78,7 +102,7 @@ class Verifier:
         self.window_ms = int(window * 1000)
         self.max_remembered = max_remembered
         # signature -> timestamp (ms): insertion order is near enough time order to prune from the front.
-        self._seen: OrderedDict[bytes, int] = OrderedDict()
+        self._seen: dict[bytes, int] = {}
         self.refused: dict[str, int] = dict.fromkeys(REASONS, 0)
         self.verified = 0
 
@@ -98,8 +122,8 @@ class Verifier:
             self.refused[UNKNOWN_KEY] += 1
             return UNKNOWN_KEY
         tenant, secret = known
-        mac = hmac.new(secret, data[:-SIG_HEX], hashlib.sha256).hexdigest().encode()
-        if not hmac.compare_digest(mac, parts[3]):
+        mac = mac_hex(secret, memoryview(data)[:-SIG_HEX])
+        if not hmac.compare_digest(mac, parts[3].decode("ascii", "replace")):
             self.refused[BAD_SIGNATURE] += 1
             return BAD_SIGNATURE
         ts = int(parts[2])
@@ -113,8 +137,11 @@ class Verifier:
             return REPLAYED
         if len(seen) >= self.max_remembered:
             horizon = now_ms - self.window_ms
-            while seen and next(iter(seen.values())) < horizon:
-                seen.popitem(last=False)
+            while seen:
+                oldest = next(iter(seen))
+                if seen[oldest] >= horizon:
+                    break
+                del seen[oldest]
             if len(seen) >= self.max_remembered:
                 self.refused[REPLAY_FULL] += 1
                 return REPLAY_FULL

@@ -140,3 +140,12 @@ def test_tenants_keep_hashes_only_and_quota_refusals_take_nothing(tmp_path):
     assert not table.admit_series("q", ["z"])
     (tmp_path / "q.keys").write_text("broken line\n")
     assert table.reload() and table.authenticate("bearer-q") == "q"  # the old keys stay
+
+
+@pytest.mark.parametrize("secret", [b"short-secret-16b", b"s" * 64, b"a-secret-longer-than-one-block-" * 4])
+def test_mac_hex_is_rfc2104_hmac_sha256(secret):
+    from mondemand.signing import mac_hex
+
+    for message in (b"", b"x", bytes(range(256)) * 3):
+        assert mac_hex(secret, message) == hmac.new(secret, message, hashlib.sha256).hexdigest()
+        assert mac_hex(secret, memoryview(message)) == hmac.new(secret, message, hashlib.sha256).hexdigest()
