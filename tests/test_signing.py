@@ -149,3 +149,11 @@ def test_mac_hex_is_rfc2104_hmac_sha256(secret):
     for message in (b"", b"x", bytes(range(256)) * 3):
         assert mac_hex(secret, message) == hmac.new(secret, message, hashlib.sha256).hexdigest()
         assert mac_hex(secret, memoryview(message)) == hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def test_the_example_of_wire_format_md_section_9_byte_for_byte():
+    data = encode(Event("Demo::Thing", {"k": (LwesType.STRING, "v")}))
+    signed = sign(data, "acme", b"s3cret-s3cret-s3cret", 1_700_000_000_123)
+    head = b"\x0bDemo::Thing\x00\x02" + b"\x01k\x05\x00\x01v" + b"\x04auth\x05\x00\x56" + b"v1:acme:1700000000123:"
+    assert signed[:-64] == head
+    assert signed[-64:] == hmac.new(b"s3cret-s3cret-s3cret", head, hashlib.sha256).hexdigest().encode()
