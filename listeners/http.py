@@ -30,6 +30,7 @@ from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.httplimits import Limits, limit_options
 from mondemand.lwes import LwesDecodeError
+from mondemand.messages.stats_fast import NAMES, PROG_ID
 from mondemand.options import GIB, Option
 from mondemand.plugin_api import Listener, ServerContext
 
@@ -197,7 +198,14 @@ class LwesHttpListener(Listener):
 
                 raw.tenant = tenant
                 wait = self.tenants.admit(tenant, 1, len(body), 1 if raw.name == "MonDemand::LogMsg" else 0)
-                if wait:
+                if not wait and raw.name == "MonDemand::StatsMsg" and self.tenants.specs[tenant].max_series:
+                    try:
+                        record = raw.stats
+                    except (LwesDecodeError, ValueError):
+                        record = None  # undecodable: the backends count it
+                    if record is not None and not self.tenants.admit_series(
+                            tenant, [(record[PROG_ID], name) for name in record[NAMES]]):
+                        wait = 60.0
                     self._count(received=1, over_quota=1)
                     return over_quota(wait)
             self._count(received=1, bytes=len(body))

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from mondemand.lwes import LwesDecodeError
+from mondemand.messages.stats_fast import NAMES, PROG_ID, decode_stats
 from mondemand.options import HOUR, Option
 from mondemand.signing import UNSIGNED, Verifier
 
 _LOG_NAME = b"\x11MonDemand::LogMsg"
+_STATS_NAME = b"\x13MonDemand::StatsMsg"
 
 OPTIONS = (
     Option("signatures", "str", "off", choices=("off", "optional", "required"),
@@ -33,6 +36,8 @@ class DatagramGate:
         self.required = mode == "required"
         self.verifier = Verifier(tenants, window, memory)
         self.over_quota = 0
+        #: Tenants with a `max_series` quota: their StatsMsg are read (names only) to count live series.
+        self.series_limited = {name for name, spec in tenants.specs.items() if spec.max_series}
 
     def check(self, data: bytes, now_ms: int) -> tuple[bytes, str] | None:
         """The event without its signature and its tenant; None when refused."""
@@ -46,7 +51,20 @@ class DatagramGate:
         if self.tenants.admit(tenant, 1, len(event), 1 if event.startswith(_LOG_NAME) else 0):
             self.over_quota += 1
             return None
+        if tenant in self.series_limited and event.startswith(_STATS_NAME) and not self._series_fit(tenant, event):
+            self.over_quota += 1
+            return None
         return event, tenant
+
+    def _series_fit(self, tenant: str, event: bytes) -> bool:
+        """False when the StatsMsg's series would take the tenant over `max_series` (a bad StatsMsg passes:
+        the backends count it as undecodable)."""
+        try:
+            record = decode_stats(event)
+        except (LwesDecodeError, ValueError):
+            return True
+        prog = record[PROG_ID]
+        return self.tenants.admit_series(tenant, [(prog, name) for name in record[NAMES]])
 
     def counters(self) -> dict[str, int]:
         """verified, each refusal reason and over_quota."""

@@ -220,6 +220,10 @@ class _Loader:
             if parsed.options.get("signatures", "off") != "off" and not tenants:
                 self.problem(f"listener:{name}", "signatures", "needs [tenant:NAME] sections whose keys_file holds "
                              "hmac: keys")
+        for name, spec in tenants.items():
+            for rule in spec.alert_rules:
+                if rule not in sections.get("alert", {}):
+                    self.problem(f"tenant:{name}", "alert_rules", f"no [alert:{rule}] section")
         if tenants:
             _table, problems = build_table(tenants)
             self.problems += [f"{self.path.name}: {p}" for p in problems]
@@ -249,7 +253,7 @@ class _Loader:
             return None
         return TenantSpec(name, keys_file, tuple(inline), values["admin"], values["max_series"],
                           values["max_events_per_second"], values["max_bytes_per_second"],
-                          values["max_log_lines_per_minute"])
+                          values["max_log_lines_per_minute"], tuple(values["alert_rules"]))
 
     def plugin_section(self, section: str, kind: str, name: str) -> PluginSection | None:
         raw = self.raw(section)

@@ -76,8 +76,12 @@ def expand(config: Any) -> tuple[dict[str, Any], dict[str, list[Route]]]:
             runner.setdefault("process", None)
             if not runner["process"]:
                 runner["process"] = getattr(section.cls, "default_process", None) or name
+            options = tenant_options(section.options, tenant)
+            rules = config.tenants[tenant].alert_rules
+            if rules and "rules" in options and section.type_name == "alerts":
+                options["rules"] = list(rules)  # the tenant's own rules, and through them its notifiers
             backends[f"{name}{SEP}{tenant}"] = dataclasses.replace(
-                section, name=f"{name}{SEP}{tenant}", options=tenant_options(section.options, tenant), runner=runner)
+                section, name=f"{name}{SEP}{tenant}", options=options, runner=runner)
         mine = []
         for route in config.routes:
             targets = tuple(f"{b}{SEP}{tenant}" if b in copied else b for b in route.backends

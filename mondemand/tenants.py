@@ -43,6 +43,7 @@ TENANT_OPTIONS = (
     Option("max_bytes_per_second", "size", 0, minimum=0, maximum=64 * GIB,
            help="bytes of events per second at most (0: no limit)"),
     Option("max_log_lines_per_minute", "int", 0, minimum=0, help="LogMsg events per minute at most (0: no limit)"),
+    Option("alert_rules", "list", (), help="[alert:NAME] rules this tenant's alerts evaluate (default: all)"),
 )
 
 
@@ -63,6 +64,7 @@ class TenantSpec:
     max_events_per_second: int = 0
     max_bytes_per_second: int = 0
     max_log_lines_per_minute: int = 0
+    alert_rules: tuple[str, ...] = ()
 
 
 @dataclass

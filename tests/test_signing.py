@@ -157,3 +157,24 @@ def test_the_example_of_wire_format_md_section_9_byte_for_byte():
     head = b"\x0bDemo::Thing\x00\x02" + b"\x01k\x05\x00\x01v" + b"\x04auth\x05\x00\x56" + b"v1:acme:1700000000123:"
     assert signed[:-64] == head
     assert signed[-64:] == hmac.new(b"s3cret-s3cret-s3cret", head, hashlib.sha256).hexdigest().encode()
+
+
+def test_the_gate_refuses_a_statsmsg_that_would_take_its_tenant_over_max_series(tmp_path):
+    from mondemand.listeners.udpauth import DatagramGate
+
+    from mondemand.messages import Metric, MetricType, StatsMsg
+
+    (tmp_path / "s.keys").write_text("s hmac:series-limited-secret-01\n")
+    tenants = Tenants({"s": TenantSpec("s", tmp_path / "s.keys", (), max_series=3)})
+    gate = DatagramGate(tenants, "required", 60.0, 1000)
+    secret = b"series-limited-secret-01"
+
+    def stats(*names: str) -> bytes:
+        msg = StatsMsg("app", "h", {}, [Metric(MetricType.GAUGE, n, 1) for n in names])
+        return sign(encode(msg.to_lwes()[0]), "s", secret)
+
+    assert gate.check(stats("a", "b"), now_ms())[1] == "s"
+    assert gate.check(stats("a", "c"), now_ms())[1] == "s"  # 3 live series
+    assert gate.check(stats("d"), now_ms()) is None  # a fourth
+    assert gate.check(stats("b", "c"), now_ms())[1] == "s"  # known ones still pass
+    assert gate.counters()["over_quota"] == 1 and tenants.status()["s"]["live_series"] == 3

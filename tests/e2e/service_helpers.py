@@ -63,6 +63,7 @@ port = {self.http}
 
 [tenant:acme]
 keys_file = keys/acme.keys
+alert_rules = queue
 
 [tenant:globex]
 keys_file = keys/globex.keys
@@ -121,6 +122,10 @@ flush_interval = 100ms
 metric = shop:queue
 above = 100
 window = 1s
+
+[alert:orders]
+metric = shop:orders
+above = 1000
 {extra_backends}
 [route:stats]
 events = MonDemand::StatsMsg

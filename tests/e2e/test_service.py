@@ -130,9 +130,10 @@ def test_two_tenants_see_only_their_own_data_and_bad_input_is_refused_and_counte
     status, _, text = server.request(alert_url.format(server.http, "acme"), key=KEYS["acme"]["bearer"])
     assert status == 200
     values = {s["value"] for s in json.loads(text)["rules"]["queue"]["series"]}
-    assert values == {500.0}
+    assert values == {500.0} and set(json.loads(text)["rules"]) == {"queue"}  # acme's alert_rules
     status, _, text = server.request(alert_url.format(server.http, "globex"), key=KEYS["globex"]["bearer"])
     assert {s["value"] for s in json.loads(text)["rules"]["queue"]["series"]} == {5.0}
+    assert set(json.loads(text)["rules"]) == {"queue", "orders"}
     assert server.request(alert_url.format(server.http, "acme"), key=KEYS["globex"]["bearer"])[0] == 401
     assert server.request(f"http://127.0.0.1:{server.http}/alerts")[0] == 401
     assert server.request(f"http://127.0.0.1:{server.http}/status", key=KEYS["acme"]["bearer"])[0] == 401
@@ -212,6 +213,9 @@ keys = web=hmac:secretsecretsecret
 [tenant:c]
 max_events_per_second = lots
 keys = x=sha256:{"0" * 64}
+[tenant:d]
+keys = y=sha256:{"1" * 64}
+alert_rules = nosuchrule
 [listener:u]
 type = lwes-udp
 port = 0
@@ -229,6 +233,7 @@ backends = s
     assert "routes.ini: [tenant:b] keys: key web: hmac secrets belong in a keys_file" in result.stderr
     assert "routes.ini: [tenant:c] max_events_per_second:" in result.stderr
     assert "routes.ini: [listener:u] signatures:" in result.stderr
+    assert "routes.ini: [tenant:d] alert_rules: no [alert:nosuchrule] section" in result.stderr
     assert "secretsecretsecret" not in result.stderr
     config.write_text("""
 [listener:u]
