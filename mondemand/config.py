@@ -213,7 +213,7 @@ class _Loader:
             self.problems.append(f"{self.path.name}: no [listener:NAME] section; the server would receive nothing")
         warnings = self.check_routes(routes, listeners, backends)
         self.check_ports(listeners)
-        self.check_budget(server, backends)
+        self.check_budget(server, backends, len(tenants))
         for parsed in (*listeners.values(), *backends.values()):
             self.check_across(parsed, sections)
         for name, parsed in listeners.items():
@@ -299,14 +299,21 @@ class _Loader:
             self.problem(f"listener:{second}", "port", f"[listener:{first}] and [listener:{second}] "
                          f"use the same UDP port: {reason}")
 
-    def check_budget(self, server: dict[str, Any], backends: dict[str, PluginSection]) -> None:
-        """The backends' queue_bytes, and the main process's queue for each worker, must fit in memory_budget."""
+    def check_budget(self, server: dict[str, Any], backends: dict[str, PluginSection], tenants: int = 0) -> None:
+        """The backends' queue_bytes, and the main process's queue for each worker, must fit in memory_budget.
+
+        In service mode a backend copied per tenant (mondemand/tenancy.py) has a queue per copy too.
+        """
+        from mondemand.tenancy import per_tenant
+
         budget = server.get("memory_budget")
         sizes = {name: b.runner.get("queue_bytes") for name, b in backends.items()}
         if budget is None or any(v is None for v in sizes.values()):
             return  # a bad value is reported already
-        total = sum(sizes.values())
-        parts = [f"{name} {_mib(size)}" for name, size in sizes.items()]
+        copies = {name: 1 + tenants if tenants and per_tenant(b) else 1 for name, b in backends.items()}
+        total = sum(size * copies[name] for name, size in sizes.items())
+        parts = [f"{name} {_mib(size)}" + (f" x {copies[name]} (one per tenant and the original)"
+                                            if copies[name] > 1 else "") for name, size in sizes.items()]
         if server.get("workers", True):
             processes = {b.runner.get("process") or getattr(b.cls, "default_process", None) or name
                          for name, b in backends.items()} - {"main"}

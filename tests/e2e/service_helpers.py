@@ -56,6 +56,7 @@ class ServiceServer:
         config = f"""
 [server]
 stats_interval = 1h
+memory_budget = 8GiB              ; a bound, not an allocation: five tenants' copies of five backends
 
 [http]
 address = 127.0.0.1
