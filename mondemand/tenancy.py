@@ -170,7 +170,9 @@ class TenantRouting:
             for key, value in router.totals().items():
                 if key != "decode_errors":
                     totals[key] += value
-        totals["dispatcher_errors"] = totals["no_route"] + totals["decode_errors"]
+        if self.routers:
+            totals["unknown_tenant"] = self.unknown_tenant  # cannot happen: listeners know only configured tenants
+        totals["dispatcher_errors"] = totals["no_route"] + totals["decode_errors"] + self.unknown_tenant
         return totals
 
 

@@ -179,11 +179,15 @@ class DashboardBackend(Backend):
         self.web.stop()
 
     def counters(self) -> dict[str, float]:
-        if not hasattr(self, "state"):
+        if not hasattr(self, "states"):
             return {}
-        values: dict[str, float] = dict(self.state.counts)
-        sizes = self.state.sizes()
-        values.update(series=sizes["series"], hosts=sizes["hosts"], kept_errors=sizes["errors"])
+        values: dict[str, float] = {}
+        for state in list(self.states.values()):  # one state, or one per tenant in service mode
+            for key, count in state.counts.items():
+                values[key] = values.get(key, 0) + count
+            sizes = state.sizes()
+            for key, size in (("series", sizes["series"]), ("hosts", sizes["hosts"]), ("kept_errors", sizes["errors"])):
+                values[key] = values.get(key, 0) + size
         dashboard = self.web.dashboard if hasattr(self, "web") else None
         if dashboard is not None:
             values["requests"] = dashboard.requests

@@ -38,7 +38,7 @@ def all_keys() -> list[str]:
 class ServiceServer:
     """mondemand-server on a service-mode config written into `tmp` (data under tmp/data, keys under tmp/keys)."""
 
-    def __init__(self, tmp: Path, extra_backends: str = "", extra_routes: str = "") -> None:
+    def __init__(self, tmp: Path, extra_backends: str = "", extra_routes: str = "", workers: bool = True) -> None:
         self.tmp = tmp
         self.data = tmp / "data"
         keys = tmp / "keys"
@@ -57,6 +57,7 @@ class ServiceServer:
 [server]
 stats_interval = 1h
 memory_budget = 8GiB              ; a bound, not an allocation: five tenants' copies of five backends
+workers = {"true" if workers else "false"}
 
 [http]
 address = 127.0.0.1

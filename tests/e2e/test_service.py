@@ -256,3 +256,17 @@ def test_the_service_example_passes_check_from_the_repository_root():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "listener dattss: dattss" in result.stdout and "tenant acme" in result.stdout
+
+
+def test_without_worker_processes_each_tenant_keeps_its_own_agg_too(tmp_path):
+    server = ServiceServer(tmp_path, workers=False)
+    try:
+        for tenant, value in (("acme", 40), ("globex", 4000)):
+            send(sign(gauge_event("shop", "queue", value), tenant, KEYS[tenant]["secret"].encode()), server.udp)
+        wait_for(lambda: all("\tall\t" in files_text(server.data / "stats" / t) for t in ("acme", "globex")),
+                 timeout=20, what="both tenants' agg summaries")
+    finally:
+        assert server.stop() == 0, server.log()
+    acme, globex = files_text(server.data / "stats" / "acme"), files_text(server.data / "stats" / "globex")
+    assert "\tall\tshop\tsum\tqueue\t40\t" in acme and "4000" not in acme
+    assert "\tall\tshop\tsum\tqueue\t4000\t" in globex and "\t40\t" not in globex
