@@ -67,8 +67,8 @@ def _number(item: Mapping[str, Any], key: str) -> float:
     return float(value)
 
 
-def parse_partials(body: bytes) -> list[tuple[str, Partial]]:
-    """(path, Partial) of every partial in a DaTtSs `/agg` body; BadBody for anything else."""
+def parse_partials(body: bytes) -> tuple[list[tuple[str, Partial]], str, str]:
+    """((path, Partial) of every partial, `nam`, `hst`) of a DaTtSs `/agg` body; BadBody for anything else."""
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -88,7 +88,8 @@ def parse_partials(body: bytes) -> list[tuple[str, Partial]]:
                 raise BadBody(f"partial {item['pth']!r}: cnt must be a positive integer")
             out.append((item["pth"], Partial(int(count), _number(item, "sum"), _number(item, "min"),
                                              _number(item, "max"), _number(item, "bot"), _number(item, "top"))))
-    return out
+    name, host = doc.get("nam", ""), doc.get("hst", "")
+    return out, name if isinstance(name, str) else "", host if isinstance(host, str) else ""
 
 
 class DattssListener(Listener):
@@ -197,8 +198,7 @@ class DattssListener(Listener):
             return response
         self._count(received=1)
         try:
-            partials = parse_partials(body)
-            doc_name, doc_host = _names(body)
+            partials, doc_name, doc_host = parse_partials(body)
         except BadBody as exc:
             self._count(bad_request=1)
             return web.json_response({"error": str(exc)}, status=400)
@@ -255,13 +255,6 @@ class DattssListener(Listener):
         """received, partials, bad_request, unauthorized, over_quota, too_large, errors, process_polls, processes."""
         with self._lock:
             return {**self.counts, "processes": len(self.processes)}
-
-
-def _names(body: bytes) -> tuple[str, str]:
-    """The optional `nam` and `hst` of a body (already parsed once as JSON)."""
-    doc = json.loads(body)
-    name, host = doc.get("nam", ""), doc.get("hst", "")
-    return (name if isinstance(name, str) else "", host if isinstance(host, str) else "")
 
 
 @hookimpl

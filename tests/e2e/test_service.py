@@ -101,6 +101,11 @@ def test_two_tenants_see_only_their_own_data_and_bad_input_is_refused_and_counte
     status, _, _ = server.request(f"http://127.0.0.1:{server.ingest}/events", method="POST",
                                   body=gauge_event("shop", "http_wrongkey_marker", 1), key="wrong")
     assert status == 401
+    bad = dattss_partial("c", "badbody_marker", [1])
+    del bad["cnt"]
+    for body in (b"{not json", dattss_body({"c": [bad]})):  # a bad partial refuses the whole body
+        status, _, answer = server.request(f"{base}/agg?auth={KEYS['acme']['bearer']}", method="PUT", body=body)
+        assert status == 400 and "error" in json.loads(answer)
     # Over quota: the tiny tenant may send 2 events per second.
     tiny = KEYS["tiny"]
     for i in range(10):
@@ -116,7 +121,7 @@ def test_two_tenants_see_only_their_own_data_and_bad_input_is_refused_and_counte
         == {"verified": 13, "bad_signature": 2, "unknown_key": 1, "expired": 1, "unsigned": 1, "replayed": 1}
     assert signed["over_quota"] >= 7  # 10 in a burst against a bucket of 2
     dattss = server.listener("dattss")
-    assert dattss["unauthorized"] == 2 and dattss["over_quota"] == len(refused)
+    assert dattss["unauthorized"] == 2 and dattss["over_quota"] == len(refused) and dattss["bad_request"] == 2
     assert dattss["partials"] == 2 + 4 - len(refused) and dattss["process_polls"] == 2
     assert server.listener("ingest")["unauthorized"] == 1
     tenants = server.status()["tenants"]
@@ -171,7 +176,7 @@ def test_two_tenants_see_only_their_own_data_and_bad_input_is_refused_and_counte
     # Nothing refused was stored anywhere; the tiny tenant kept at most what its quota let through.
     everything = files_text(data)
     for marker in ("forged_marker", "unknown_marker", "expired_marker", "unsigned_marker", "tamper_marker",
-                   "wrongkey_marker", "http_wrongkey_marker"):
+                   "wrongkey_marker", "http_wrongkey_marker", "badbody_marker"):
         assert marker not in everything
     assert everything.count("\tweb1\tshop\tgauge\treplay_marker\t7") == 1  # the first copy, once (not the replay)
     tiny_text = files_text(data / "stats" / "tiny")
