@@ -108,12 +108,12 @@ class Verifier:
 
     def verify(self, data: bytes, now_ms: int) -> tuple[str, bytes] | str:
         """(tenant, the event without `auth`) for a good signature; else the refusal reason (counted)."""
-        found = split(data)
-        if found is None:
+        n = len(data)  # `split`, inlined: this runs for every datagram
+        start = data.rfind(ATTRIBUTE, n - MAX_VALUE - 8 if n > MAX_VALUE + 8 else 0)
+        if start < 0 or n < start + 8 or start + 8 + ((data[start + 6] << 8) | data[start + 7]) != n:
             self.refused[UNSIGNED] += 1
             return UNSIGNED
-        start, value = found
-        parts = value.split(b":")
+        parts = data[start + 8:].split(b":")
         if len(parts) != 4 or parts[0] != b"v1" or len(parts[3]) != SIG_HEX or not parts[2].isdigit():
             self.refused[BAD_SIGNATURE] += 1
             return BAD_SIGNATURE

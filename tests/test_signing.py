@@ -178,3 +178,16 @@ def test_the_gate_refuses_a_statsmsg_that_would_take_its_tenant_over_max_series(
     assert gate.check(stats("d"), now_ms()) is None  # a fourth
     assert gate.check(stats("b", "c"), now_ms())[1] == "s"  # known ones still pass
     assert gate.counters()["over_quota"] == 1 and tenants.status()["s"]["live_series"] == 3
+
+
+def test_any_bytes_at_all_are_refused_with_a_reason_never_an_exception(tenants):
+    import random
+
+    rng = random.Random(15)
+    verifier = Verifier(tenants)
+    good = sign(event(), "a", b"secret-of-tenant-a-0001", now_ms())
+    samples = [good[:i] for i in range(len(good))]  # every truncation
+    samples += [bytes(rng.randrange(256) for _ in range(rng.randrange(0, 300))) for _ in range(500)]
+    samples += [b"\x04auth\x05" + bytes([0, k]) + b"v1:a:1:" + b"0" * 64 for k in range(0, 120, 7)]
+    for data in samples:
+        assert isinstance(verifier.verify(data, now_ms()), str)
