@@ -40,6 +40,7 @@ from mondemand.lwes import MAX_DATAGRAM, encode
 from mondemand.messages import StatsMsg
 from mondemand.options import Option
 from mondemand.plugin_api import Listener, ServerContext
+from mondemand.runner import RateLimitedLog
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -121,6 +122,7 @@ class DattssListener(Listener):
         self._deliver: Callable[[list[RawEvent]], None] | None = None
         self._deliverer: concurrent.futures.ThreadPoolExecutor | None = None
         self._bound: tuple[str, int] | None = None
+        self._ratelog = RateLimitedLog(self.log)  # at most one line per 10 s
 
     def start(self, deliver: Callable[[list[RawEvent]], None]) -> None:
         """Bind and serve; ListenerError when the port cannot be bound or there are no tenants."""
@@ -224,7 +226,7 @@ class DattssListener(Listener):
                 await asyncio.get_running_loop().run_in_executor(self._deliverer, self._deliver, raws)
             except Exception as exc:
                 self._count(errors=1)
-                self.log.error("listener %s: delivering partials failed: %r", self.name, exc)
+                self._ratelog.error("deliver", "listener %s: delivering partials failed: %r", self.name, exc)
                 return web.json_response({"error": "the partials could not be routed"}, status=500)
         self._count(partials=len(partials))
         return web.json_response({"ok": True, "partials": len(partials)}, status=200)
