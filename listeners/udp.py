@@ -231,7 +231,8 @@ class LwesUdpListener(Listener):
         return f"udp://{host}:{port}"
 
     def counters(self) -> dict[str, float]:
-        """received (every datagram read), malformed, errors and bytes."""
+        """received (every datagram read), malformed, errors and bytes; with signatures on, also verified and each
+        refusal reason (listeners/udpauth.py)."""
         counters = {"received": self.received, "malformed": self.malformed, "errors": self.errors, "bytes": self.bytes}
         if self.gate is not None:
             counters.update(self.gate.counters())
@@ -368,7 +369,7 @@ class LwesUdpListener(Listener):
                 received += 1
                 nbytes += len(data)
                 ip = plain_ip(addr[0]) if mapped else addr[0]
-                if gate is not None:
+                if gate is not None:  # signatures = optional | required: verify, strip, apply the quotas
                     checked = gate(data, int(clock() * 1000))
                     if checked is None:
                         continue
