@@ -24,6 +24,7 @@ from mondemand.messages import MessageError, StatsMsg, to_events
 from mondemand.options import Option, OptionError
 from mondemand.plugin_api import Backend, ServerContext
 from mondemand.runner import RateLimitedLog
+from mondemand.signing import sign
 from mondemand.transport import UdpSender
 
 __all__ = ["LwesForwarder", "parse_pairs"]
@@ -65,6 +66,12 @@ class LwesForwarder(Backend):
         Option("mode", "str", "all", choices=("all", "random", "hash"),
                help="all destinations, `copies` at random, or by consistent hash of (prog_id, metric)"),
         Option("copies", "int", 1, minimum=1, help="destinations per event in random and hash modes"),
+        Option("hash_key", "str", "series", choices=("series", "tenant"),
+               help="hash mode: by (prog_id, metric), or by the event's tenant (service mode) so that each tenant "
+                    "stays on its servers"),
+        Option("sign", "bool", False,
+               help="service mode: sign each tenant's event again with that tenant's first hmac key, so that the "
+                    "next server knows its tenant (events without a tenant go unsigned)"),
         Option("filter", "str", "none", choices=("none", "aggregates", "raw"),
                help="aggregates: only StatsMsg with a stat context (the agg output); raw: everything else"),
         Option("extra_context", "list", [], check=parse_pairs, help="key=value pairs set in every message's context"),
@@ -86,10 +93,12 @@ class LwesForwarder(Backend):
         self.extra_context = parse_pairs(self.config["extra_context"])
         self.include_headers: bool = self.config["include_headers"]
         self.ring = HashRing(self.destinations)
+        self.by_tenant = self.config["hash_key"] == "tenant"
+        self.sign = bool(self.config["sign"])
         self._ratelog = RateLimitedLog(logging.getLogger(f"mondemand.backend.{name}"))
         self.senders: dict[str, UdpSender] = {}
         self.stats = dict.fromkeys(
-            ("events", "forwarded", "filtered", "reencoded", "send_errors", "too_large", "undecodable"), 0
+            ("events", "forwarded", "filtered", "reencoded", "send_errors", "too_large", "undecodable", "unsigned"), 0
         )
         self.sent = dict.fromkeys(self.destinations, 0)
 
@@ -123,6 +132,9 @@ class LwesForwarder(Backend):
                 self.reject(raw, exc)
 
     def _forward(self, raw: RawEvent) -> None:
+        if self.sign or self.by_tenant:
+            self._forward_tenant(raw)
+            return
         msg = raw.message if self.filter != "none" or self.extra_context or self.mode == "hash" else None
         if self.filter != "none":
             aggregate = isinstance(msg, StatsMsg) and STAT_KEY in msg.context
@@ -138,6 +150,29 @@ class LwesForwarder(Backend):
                 self._send(data, targets)
         else:
             self._send(raw.with_headers() if self.include_headers else raw.data, targets)
+
+    def _forward_tenant(self, raw: RawEvent) -> None:
+        """Service mode: the whole event to its tenant's destinations (hash_key = tenant), signed when asked."""
+        msg = raw.message if self.filter != "none" or self.extra_context or not self.by_tenant else None
+        if self.filter != "none":
+            aggregate = isinstance(msg, StatsMsg) and STAT_KEY in msg.context
+            if aggregate != (self.filter == "aggregates"):
+                self.stats["filtered"] += 1
+                return
+        if self.by_tenant and self.mode == "hash" and raw.tenant:
+            targets = self.ring.nodes_for(f"tenant\0{raw.tenant}", self.copies)
+        else:
+            targets = self._targets(raw, msg)
+        if self.extra_context and msg is not None and hasattr(msg, "context"):
+            datagrams = self._reencode(raw, msg)
+        else:
+            datagrams = [raw.with_headers() if self.include_headers else raw.data]
+        tenants = self.context.tenants
+        key = tenants.signing_key(raw.tenant) if self.sign and raw.tenant and tenants is not None else None
+        if self.sign and raw.tenant and key is None:
+            self.stats["unsigned"] += 1
+        for data in datagrams:
+            self._send(sign(data, *key) if key is not None else data, targets)
 
     def _targets(self, raw: RawEvent, msg: Any) -> list[str]:
         if self.mode == "all":

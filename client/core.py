@@ -37,6 +37,8 @@ from mondemand.messages import (
     TraceMsg,
 )
 from mondemand.messages.fields import attr_size, string_size
+from mondemand.signing import SIGNATURE_OVERHEAD, sign
+from mondemand.tenants import KEY_ID
 
 #: Bytes reserved per log line besides its file and message (keys, line, priority, repeat, trace id).
 _LINE_OVERHEAD = 6 * 12 + 4 + 4 + 2 + 8
@@ -80,7 +82,12 @@ class Client:
         statset_fields: Sequence[str] = ALL_FIELDS,
         sample_capacity: int = DEFAULT_CAPACITY,
         process_stats: bool = False,
+        tenant: str | None = None,
+        key: str | None = None,
+        key_id: str | None = None,
     ) -> None:
+        """`tenant` and `key` (service mode, docs/service.md): UDP events are signed with the key under the key
+        id `key_id` (default: the tenant's name); HTTP transports send it as `Authorization: Bearer`."""
         if not isinstance(prog_id, str) or not prog_id:
             raise ValueError("prog_id must be a non-empty string")
         if flush_interval <= 0:
@@ -94,6 +101,18 @@ class Client:
         if not specs:
             raise ValueError("give at least one transport")
         self.transports = [transport_from_url(t) if isinstance(t, str) else t for t in specs]
+        #: (key id, secret) UDP events are signed with; None: unsigned.
+        self._signer: tuple[str, bytes] | None = None
+        self._max_datagram = MAX_DATAGRAM
+        if key is not None:
+            kid = key_id or tenant
+            if not kid or not KEY_ID.match(kid):
+                raise ValueError("a key needs a tenant or key_id of 1 to 32 letters, digits, '_', '.' or '-'")
+            self._signer = (kid, key.encode())
+            self._max_datagram = MAX_DATAGRAM - SIGNATURE_OVERHEAD
+            for transport in self.transports:
+                if not transport.datagram:
+                    transport.key = key
         self.flush_interval = flush_interval
         self.max_metrics = max_metrics
         self.statset_fields = check_fields(tuple(statset_fields))
@@ -252,7 +271,7 @@ class Client:
         if not metrics:
             return []
         msg = StatsMsg(self.prog_id, self.host, self.context, metrics, send_time=_now_ms(), collect_time=collect_time)
-        return msg.to_lwes(max_metrics=self.max_metrics, max_size=MAX_DATAGRAM)
+        return msg.to_lwes(max_metrics=self.max_metrics, max_size=self._max_datagram)
 
     def log_events(self, lines: list[LogLine]) -> list[Event]:
         """LogMsg events for `lines`, as few as fit in datagrams."""
@@ -263,7 +282,7 @@ class Client:
         size = fixed
         for line in lines:
             cost = _LINE_OVERHEAD + string_size(line.file) + string_size(line.message)
-            if chunk and (size + cost > MAX_DATAGRAM or len(chunk) >= 0xFFFF):
+            if chunk and (size + cost > self._max_datagram or len(chunk) >= 0xFFFF):
                 events.append(LogMsg(self.prog_id, self.host, self.context, chunk, _now_ms()).to_lwes())
                 chunk, size = [], fixed
             chunk.append(line)
@@ -348,8 +367,10 @@ class Client:
 
     def _deliver(self, data: bytes) -> int:
         """Send to the datagram transports, or to the others when it is too large or there are none; 1 if sent."""
-        targets = [t for t in self.transports if t.datagram and len(data) <= t.max_size]
+        payload = sign(data, *self._signer) if self._signer is not None else data
+        targets = [t for t in self.transports if t.datagram and len(payload) <= t.max_size]
         if not targets:
+            payload = data  # HTTP transports carry the key in a header instead
             targets = [t for t in self.transports if not t.datagram and len(data) <= t.max_size]
         if not targets:
             self.send_errors += 1
@@ -358,7 +379,7 @@ class Client:
         sent = 0
         for transport in targets:
             try:
-                transport.send(data)
+                transport.send(payload)
                 sent = 1
             except TransportError as exc:
                 self.send_errors += 1

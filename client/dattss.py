@@ -50,8 +50,15 @@ class Process(Client):
         interval: float = DEFAULT_INTERVAL,
         percentiles: bool = False,
         relative_accuracy: float = 0.01,
+        user: str | None = None,
+        auth: str | None = None,
         **client_options: Any,
     ) -> None:
+        """`user` and `auth` are DaTtSs's names for the tenant and its key (`Client(tenant=..., key=...)`)."""
+        if user is not None:
+            client_options.setdefault("tenant", user)
+        if auth is not None:
+            client_options.setdefault("key", auth)
         self.sketch_class: Any = None
         if percentiles:
             try:

@@ -32,6 +32,8 @@ class Transport:
     max_size: int = MAX_DATAGRAM
     #: True for datagram transports (the default path), False for the large-event path.
     datagram: bool = True
+    #: Non-datagram transports send this key with each event (`Client(key=...)`); datagrams are signed instead.
+    key: str | None = None
 
     def send(self, data: bytes) -> None:
         """Deliver `data`; TransportError on failure."""
@@ -76,12 +78,15 @@ class HttpTransport(Transport):
             raise ValueError(f"HTTP transport needs an http:// URL such as http://127.0.0.1:20603/events, got {url!r}")
         self.url = url if parts.path not in ("", "/") else urllib.parse.urlunsplit(parts._replace(path="/events"))
         self.timeout = timeout
+        #: A tenant's key, sent as `Authorization: Bearer` (service mode); set by `Client(key=...)`.
+        self.key: str | None = None
 
     def send(self, data: bytes) -> None:
         """POST `data`; TransportError unless the server answers 2xx."""
-        request = urllib.request.Request(
-            self.url, data=data, method="POST", headers={"Content-Type": "application/octet-stream"}
-        )
+        headers = {"Content-Type": "application/octet-stream"}
+        if self.key is not None:
+            headers["Authorization"] = f"Bearer {self.key}"
+        request = urllib.request.Request(self.url, data=data, method="POST", headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 response.read()

@@ -30,6 +30,7 @@ from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.httplimits import Limits, limit_options
 from mondemand.lwes import LwesDecodeError
+from mondemand.messages.stats_fast import NAMES, PROG_ID
 from mondemand.options import GIB, Option
 from mondemand.plugin_api import Listener, ServerContext
 
@@ -59,6 +60,8 @@ class LwesHttpListener(Listener):
         Option("max_body", "size", 16 << 20, minimum=1, maximum=GIB, help="largest body accepted; larger ones get 413"),
         Option("max_buffered", "size", 64 << 20, minimum=1 << 16, maximum=64 * GIB,
                help="bytes of bodies being read or waiting for the router (at least max_body); beyond it 503"),
+        Option("anonymous", "bool", False,
+               help="with [tenant:NAME] sections: also accept requests without a key (routed as no tenant)"),
         *limit_options(),
     )
 
@@ -77,6 +80,10 @@ class LwesHttpListener(Listener):
         self.errors = 0
         self.bytes = 0
         self.too_large = 0
+        self.unauthorized = 0
+        self.over_quota = 0
+        self.tenants = context.tenants
+        self.anonymous = bool(settings["anonymous"])
         self._lock = threading.Lock()
         self._surface: Surface | None = None
         self._deliver: Callable[[list[RawEvent]], None] | None = None
@@ -139,6 +146,19 @@ class LwesHttpListener(Listener):
                 {"error": f"no such path {path!r}; POST events to {' or '.join(INGEST_PATHS)}"}, status=404)
         surface = self._surface
         assert surface is not None
+        tenant = ""
+        if self.tenants is not None:
+            from mondemand.httpserve import request_key, unauthorized
+
+            key = request_key(request)
+            found = self.tenants.authenticate(key)
+            if found is None and (key is not None or not self.anonymous):
+                self._count(unauthorized=1)
+                response = unauthorized()
+                if not request.content.is_eof():
+                    response.force_close()
+                return response
+            tenant = found or ""
         reserved = [0]
 
         def reserve(size: int) -> None:
@@ -173,6 +193,21 @@ class LwesHttpListener(Listener):
                 self._count(received=1, malformed=1, bytes=len(body))
                 self.malformed_log.report(body, ip, port, exc)
                 return web.json_response({"error": f"unreadable LWES event: {exc}"}, status=400)
+            if tenant:
+                from mondemand.httpserve import over_quota
+
+                raw.tenant = tenant
+                wait = self.tenants.admit(tenant, 1, len(body), 1 if raw.name == "MonDemand::LogMsg" else 0)
+                if not wait and raw.name == "MonDemand::StatsMsg" and self.tenants.specs[tenant].max_series:
+                    try:
+                        record = raw.stats
+                    except (LwesDecodeError, ValueError):
+                        record = None  # undecodable: the backends count it
+                    if record is not None and not self.tenants.admit_series(
+                            tenant, [(record[PROG_ID], name) for name in record[NAMES]]):
+                        wait = 60.0
+                    self._count(received=1, over_quota=1)
+                    return over_quota(wait)
             self._count(received=1, bytes=len(body))
             try:
                 assert self._deliver is not None and self._deliverer is not None
@@ -196,10 +231,14 @@ class LwesHttpListener(Listener):
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def counters(self) -> dict[str, float]:
-        """received (bodies read), malformed, errors, bytes and too_large (413 answers)."""
+        """received (bodies read), malformed, errors, bytes, too_large (413); with tenants also
+        unauthorized (401) and over_quota (429)."""
         with self._lock:
-            return {"received": self.received, "malformed": self.malformed, "errors": self.errors,
-                    "bytes": self.bytes, "too_large": self.too_large}
+            counters = {"received": self.received, "malformed": self.malformed, "errors": self.errors,
+                        "bytes": self.bytes, "too_large": self.too_large}
+            if self.tenants is not None:
+                counters.update(unauthorized=self.unauthorized, over_quota=self.over_quota)
+            return counters
 
     def _count(self, **increments: int) -> None:
         with self._lock:

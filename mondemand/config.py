@@ -21,6 +21,7 @@ from mondemand.options import DAY, GIB, TIB, Option, parse_options, split_list
 from mondemand.plugins import PluginHost
 from mondemand.portcheck import udp_conflicts
 from mondemand.router import Route
+from mondemand.tenants import TENANT_OPTIONS, TenantSpec, build_table, parse_inline, read_keys_file
 
 SERVER_OPTIONS = (
     Option("log_level", "str", "info", choices=("debug", "info", "warning", "error"), help="logging threshold"),
@@ -99,6 +100,8 @@ class ServerConfig:
     warnings: list[str] = field(default_factory=list)
     #: Plugin-declared sections (`register_section_types`): kind -> NAME -> validated options.
     sections: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    #: `[tenant:NAME]` sections (service mode, mondemand/tenants.py); empty: single-tenant, as before.
+    tenants: dict[str, TenantSpec] = field(default_factory=dict)
 
 
 def load_config(path: str | os.PathLike[str], host: PluginHost) -> ServerConfig:
@@ -158,6 +161,7 @@ class _Loader:
         listeners: dict[str, PluginSection] = {}
         backends: dict[str, PluginSection] = {}
         routes: list[Route] = []
+        tenants: dict[str, TenantSpec] = {}
         sections: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in self.host.section_types}
         for section in self.parser.sections():
             kind, sep, name = section.partition(":")
@@ -170,11 +174,16 @@ class _Loader:
                 else:
                     http = values
                 continue
-            known = ("listener", "backend", "route", *self.host.section_types)
+            if kind == "tenant" and sep and _NAME.match(name):
+                spec = self.tenant_section(section, name)
+                if spec is not None:
+                    tenants[name] = spec
+                continue
+            known = ("listener", "backend", "route", "tenant", *self.host.section_types)
             if kind not in known or not sep:
                 extra = "".join(f", [{k}:NAME]" for k in sorted(self.host.section_types))
                 self.problem(section, None, "unknown section; expected [server], [http], [listener:NAME], "
-                             f"[backend:NAME], [route:NAME]{extra}")
+                             f"[backend:NAME], [route:NAME], [tenant:NAME]{extra}")
                 continue
             if not _NAME.match(name):
                 self.problem(section, None, "names may hold only letters, digits, '_', '.' and '-'")
@@ -204,12 +213,47 @@ class _Loader:
             self.problems.append(f"{self.path.name}: no [listener:NAME] section; the server would receive nothing")
         warnings = self.check_routes(routes, listeners, backends)
         self.check_ports(listeners)
-        self.check_budget(server, backends)
+        self.check_budget(server, backends, len(tenants))
         for parsed in (*listeners.values(), *backends.values()):
             self.check_across(parsed, sections)
+        for name, parsed in listeners.items():
+            if parsed.options.get("signatures", "off") != "off" and not tenants:
+                self.problem(f"listener:{name}", "signatures", "needs [tenant:NAME] sections whose keys_file holds "
+                             "hmac: keys")
+        for name, spec in tenants.items():
+            for rule in spec.alert_rules:
+                if rule not in sections.get("alert", {}):
+                    self.problem(f"tenant:{name}", "alert_rules", f"no [alert:{rule}] section")
+        if tenants:
+            _table, problems = build_table(tenants)
+            self.problems += [f"{self.path.name}: {p}" for p in problems]
         if self.problems:
             raise ConfigError(self.problems)
-        return ServerConfig(self.path, server, http, listeners, backends, routes, warnings, sections)
+        return ServerConfig(self.path, server, http, listeners, backends, routes, warnings, sections, tenants)
+
+    def tenant_section(self, section: str, name: str) -> TenantSpec | None:
+        """A `[tenant:NAME]` section: its options, its inline key hashes and its keys file (read to check it)."""
+        values = self.options(section, TENANT_OPTIONS, self.raw(section))
+        if len(values) < len(TENANT_OPTIONS):
+            return None
+        inline, problems = parse_inline(list(values["keys"]))
+        for p in problems:
+            self.problem(section, "keys", p)
+        keys_file = None
+        if values["keys_file"]:
+            keys_file = Path(values["keys_file"])
+            if not keys_file.is_absolute():
+                keys_file = self.path.parent.resolve() / keys_file
+            _entries, file_problems = read_keys_file(keys_file)
+            for p in file_problems:
+                self.problem(section, "keys_file", p)
+        elif not inline:
+            self.problem(section, "keys_file", "a tenant needs keys: keys_file or keys")
+        if problems:
+            return None
+        return TenantSpec(name, keys_file, tuple(inline), values["admin"], values["max_series"],
+                          values["max_events_per_second"], values["max_bytes_per_second"],
+                          values["max_log_lines_per_minute"], tuple(values["alert_rules"]))
 
     def plugin_section(self, section: str, kind: str, name: str) -> PluginSection | None:
         raw = self.raw(section)
@@ -255,14 +299,21 @@ class _Loader:
             self.problem(f"listener:{second}", "port", f"[listener:{first}] and [listener:{second}] "
                          f"use the same UDP port: {reason}")
 
-    def check_budget(self, server: dict[str, Any], backends: dict[str, PluginSection]) -> None:
-        """The backends' queue_bytes, and the main process's queue for each worker, must fit in memory_budget."""
+    def check_budget(self, server: dict[str, Any], backends: dict[str, PluginSection], tenants: int = 0) -> None:
+        """The backends' queue_bytes, and the main process's queue for each worker, must fit in memory_budget.
+
+        In service mode a backend copied per tenant (mondemand/tenancy.py) has a queue per copy too.
+        """
+        from mondemand.tenancy import per_tenant
+
         budget = server.get("memory_budget")
         sizes = {name: b.runner.get("queue_bytes") for name, b in backends.items()}
         if budget is None or any(v is None for v in sizes.values()):
             return  # a bad value is reported already
-        total = sum(sizes.values())
-        parts = [f"{name} {_mib(size)}" for name, size in sizes.items()]
+        copies = {name: 1 + tenants if tenants and per_tenant(b) else 1 for name, b in backends.items()}
+        total = sum(size * copies[name] for name, size in sizes.items())
+        parts = [f"{name} {_mib(size)}" + (f" x {copies[name]} (one per tenant and the original)"
+                                            if copies[name] > 1 else "") for name, size in sizes.items()]
         if server.get("workers", True):
             processes = {b.runner.get("process") or getattr(b.cls, "default_process", None) or name
                          for name, b in backends.items()} - {"main"}

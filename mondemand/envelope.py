@@ -75,6 +75,7 @@ class RawEvent:
         self.sender_port = sender_port
         self.listener = listener
         self.name = name
+        #: The tenant that sent it (service mode, mondemand/tenancy.py); "" = none.
         self.tenant = tenant
         # _event and _message stay unset until first use (an unset slot
         # raises AttributeError): two fewer stores per datagram. _stats is

@@ -329,3 +329,26 @@ class Surface:
         return {"connections": self._active, "accepted": self.accepted, "refused": self.refused,
                 "timeouts": self.timeouts, "idle_closed": self.idle_closed, "busy": self.busy,
                 "max_connections": self.limits.max_connections}
+
+
+# -- keys (service mode, docs/service.md) ---------------------------------------
+
+
+def request_key(request: BaseRequest) -> str | None:
+    """The key a request presents: `Authorization: Bearer KEY`, else the `auth` query parameter (DaTtSs)."""
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    return request.query.get("auth") or None
+
+
+def unauthorized(what: str = "a valid key") -> web.Response:
+    """401 naming what is needed (never the key that was sent)."""
+    return web.json_response({"error": f"{what} is required (Authorization: Bearer KEY or ?auth=KEY)"}, status=401,
+                             headers={"WWW-Authenticate": 'Bearer realm="mondemand"'})
+
+
+def over_quota(wait: float) -> web.Response:
+    """429 with Retry-After in whole seconds (at least 1)."""
+    return web.json_response({"error": "over this tenant's quota; retry later"}, status=429,
+                             headers={"Retry-After": str(max(1, math.ceil(wait)))})

@@ -39,6 +39,8 @@ class ServerContext:
     http_routes: dict[str, Callable[[str, Mapping[str, str]], tuple[int, Any]]] = field(default_factory=dict)
     #: Plugin-declared `routes.ini` sections, validated: kind -> NAME -> options (e.g. sections["alert"]).
     sections: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    #: Service mode: the server's `mondemand.tenants.Tenants`, None without `[tenant:NAME]` sections.
+    tenants: Any = None
 
 
 class RejectEvent(Exception):

@@ -27,6 +27,8 @@ from mondemand.plugins import PluginHost
 from mondemand.router import Router
 from mondemand.runner import BackendRunner
 from mondemand.selfstats import stats_events
+from mondemand.tenancy import TenantRouting, expand, http_access, tenant_context
+from mondemand.tenants import Tenants
 from mondemand.workers import BackendSpec, WorkerProcess, WorkerSettings, WorkerStartError
 
 if TYPE_CHECKING:
@@ -54,13 +56,17 @@ class Server:
             sections=config.sections,
         )
         use_workers = config.server.get("workers", True) if workers is None else workers
+        #: Service mode (mondemand/tenants.py): None without `[tenant:NAME]` sections.
+        self.tenants = Tenants(config.tenants) if config.tenants else None
+        self.context.tenants = self.tenants
+        backend_sections, tenant_routes = expand(config)
         #: Backends running in this process.
         self.runners: dict[str, BackendRunner] = {}
         #: Worker processes by name, each running one or more backends.
         self.workers: dict[str, WorkerProcess] = {}
         targets: dict[str, Any] = {}
         groups: dict[str, list[BackendSpec]] = {}
-        for name, section in config.backends.items():
+        for name, section in backend_sections.items():
             runner_options = dict(section.runner)
             process = runner_options.pop("process", None) or getattr(section.cls, "default_process", None) or name
             if not use_workers or process == "main":
@@ -74,7 +80,8 @@ class Server:
             else:
                 groups.setdefault(process, []).append(BackendSpec(name, section.cls, section.options, runner_options))
         settings = WorkerSettings(config.server["hostname"], self.context.config_dir, config.sections,
-                                  float(config.server["drain_timeout"]), int(config.server.get("worker_nice", 5)))
+                                  float(config.server["drain_timeout"]), int(config.server.get("worker_nice", 5)),
+                                  self.tenants)
         for process, specs in groups.items():
             worker = WorkerProcess(process, specs, settings, self.inject,
                                    link_bytes=int(config.server.get("worker_queue_bytes", 16 << 20)),
@@ -83,10 +90,11 @@ class Server:
             for spec in specs:
                 targets[spec.name] = worker.target(spec.name)
         self.router = Router(config.routes, targets)
+        self.tenant_routing = TenantRouting(self.router, tenant_routes, targets)
         self.listeners: dict[str, Listener] = {
             name: section.cls(name, section.options, self.context) for name, section in config.listeners.items()
         }
-        self._inject = self.router.dispatcher("internal")
+        self._inject = self.tenant_routing.dispatcher("internal")
         self._decode_lock = threading.Lock()
         self._inject_lock = threading.Lock()
         self._stop = threading.Event()
@@ -98,7 +106,8 @@ class Server:
         self.kernel = KernelDrops()
 
     def _backend_factory(self, cls: type[Backend], name: str, options: dict[str, Any]):
-        return lambda: cls(name, options, self.context)
+        context = tenant_context(name, self.context)
+        return lambda: cls(name, options, context)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -136,7 +145,7 @@ class Server:
                 self._start_http()
             for name, listener in self.listeners.items():
                 try:
-                    listener.start(self.router.dispatcher(name))
+                    listener.start(self.tenant_routing.dispatcher(name))
                 except Exception as exc:
                     raise ServerStartError(f"[listener:{name}] failed to start: {exc}") from exc
                 log.info("listening on %s", listener.describe())
@@ -200,7 +209,10 @@ class Server:
                 log.error("listener %s failed to stop: %r", name, exc)
 
     def reopen(self) -> None:
-        """SIGHUP: every backend reopens its files."""
+        """SIGHUP: every backend reopens its files; tenants' keys files are read again."""
+        if self.tenants is not None:
+            for problem in self.tenants.reload():
+                log.error("keys not reloaded (the old keys stay): %s", problem)
         for runner in self.runners.values():
             runner.request_reopen()
         for worker in self.workers.values():
@@ -228,7 +240,7 @@ class Server:
     def status(self) -> dict[str, Any]:
         """Counters of the router, every listener and every backend (the /status document)."""
         listeners = {name: dict(listener.counters()) for name, listener in self.listeners.items()}
-        router = self.router.totals()
+        router = self.tenant_routing.totals()
         malformed = sum(int(c.get("malformed", 0)) for c in listeners.values())
         router["events_received"] += malformed
         router["dispatcher_errors"] += malformed
@@ -258,6 +270,7 @@ class Server:
             "hot_path": "python" if SPEEDUPS is None else "compiled",
             "http": self.http_counters(),
             "plugin_problems": [str(p) for p in self.host.problems],
+            **({"tenants": self.tenants.status()} if self.tenants is not None else {}),
         }
 
     def http_counters(self) -> dict[str, dict[str, int]]:
@@ -327,6 +340,10 @@ class Server:
         from mondemand.httpserve import Busy
 
         assert self.http is not None
+        if self.tenants is not None:
+            denied = http_access(self.tenants, request)
+            if denied is not None:
+                return denied
         path = request.path
         query = dict(parse_qsl(request.query_string))
         if path in ("/status", "/status/"):

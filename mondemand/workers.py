@@ -39,6 +39,7 @@ from mondemand.ipc import (
 )
 from mondemand.plugin_api import Backend, ServerContext
 from mondemand.runner import BackendRunner
+from mondemand.tenancy import tenant_context
 
 log = logging.getLogger("mondemand.workers")
 
@@ -85,6 +86,8 @@ class WorkerSettings:
     drain_timeout: float = 30.0
     #: Niceness the worker adds to itself: when the cores are short, the main process (the socket) goes first.
     nice: int = 0
+    #: Service mode: the `mondemand.tenants.Tenants` (inherited by the fork; keys files re-read on reopen).
+    tenants: Any = None
 
 
 _memo = threading.local()
@@ -530,7 +533,7 @@ def run_worker(name: str, specs: list[BackendSpec], settings: WorkerSettings, do
             decode_errors[0] += 1
 
     context = ServerContext(inject=inject, hostname=settings.hostname, config_dir=settings.config_dir,
-                            sections=settings.sections)
+                            sections=settings.sections, tenants=settings.tenants)
     runners: list[BackendRunner] = []
     for spec in specs:
         runners.append(BackendRunner(spec.name, _factory(spec, context), on_decode_error=count_decode_error,
@@ -600,6 +603,8 @@ def run_worker(name: str, specs: list[BackendSpec], settings: WorkerSettings, do
         elif kind == "poll":
             push_counters(message[1])
         elif kind == "reopen":
+            if settings.tenants is not None:
+                settings.tenants.reload()  # the main process logs the problems of a bad keys file
             for runner in runners:
                 runner.request_reopen()
         elif kind == "http":
@@ -643,5 +648,6 @@ def _die_with(parent: int) -> None:
 
 
 def _factory(spec: BackendSpec, context: ServerContext) -> Callable[[], Backend]:
+    context = tenant_context(spec.name, context)  # a tenant's copy injects as that tenant
     return lambda: spec.cls(spec.name, spec.options, context)
 

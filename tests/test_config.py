@@ -262,7 +262,7 @@ def test_unknown_section_kind_and_bad_names(tmp_path, host):
     found = problems(tmp_path, host, text)
     assert len(found) == 3
     assert found[0].startswith("routes.ini: [DEFAULT]: unknown section; expected [server], [http], ")
-    assert found[0].endswith("[route:NAME], [alarm:NAME]")
+    assert found[0].endswith("[route:NAME], [tenant:NAME], [alarm:NAME]")
     assert found[1].startswith("routes.ini: [backends:b]: unknown section")
     assert found[2] == "routes.ini: [backend:bad name!]: names may hold only letters, digits, '_', '.' and '-'"
 
@@ -339,3 +339,11 @@ def test_a_raising_cross_section_check_is_reported_not_fatal(tmp_path, host):
     text = LISTENER + ROUTE + "[backend:out]\ntype = alarming\nalarms = boom\n"
     assert problems(tmp_path, host, text) == [
         "routes.ini: [backend:out]: check_config of type 'alarming' raised RuntimeError('check bug')"]
+
+
+def test_memory_budget_counts_a_queue_per_tenant_copy(tmp_path, host):
+    tenants = "".join(f"[tenant:t{i}]\nkeys = k{i}=sha256:{str(i) * 64}\n" for i in range(3))
+    text = LISTENER + ROUTE.replace("backends = out", "backends = files") + tenants + (
+        "[backend:files]\ntype = print\npath = var/x.txt\nqueue_bytes = 300MiB\n")
+    [problem] = problems(tmp_path, host, text)
+    assert "[server] memory_budget: is 1024 MiB" in problem and "files 300 MiB x 4 (one per tenant" in problem

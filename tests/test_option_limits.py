@@ -19,6 +19,7 @@ from mondemand.config import HTTP_OPTIONS, ROUTE_OPTIONS, RUNNER_OPTIONS, SERVER
 from mondemand.options import DAY, DEFAULT_MAXIMUM, GIB, TIB, Option, OptionError, format_value
 from mondemand.plugin_api import ServerContext
 from mondemand.plugins import PluginHost
+from mondemand.tenants import TENANT_OPTIONS
 from tests.e2e.harness import BIN
 
 HOST = PluginHost.discover()
@@ -65,6 +66,7 @@ def sections() -> list[tuple[str, str, tuple[Option, ...]]]:
         found.append((f"backend:{name}", f"type = {name}\n", tuple(getattr(cls, "options", ()))))
     for kind, options in sorted(HOST.section_types.items()):
         found.append((f"{kind}:t", "", tuple(options)))
+    found.append(("tenant:t", f"keys = k=sha256:{'0' * 64}\n", TENANT_OPTIONS))
     return found
 
 
@@ -194,7 +196,7 @@ def test_every_size_and_duration_bound_is_in_the_limits_table():
     for header, _, options in sections():
         kind, _, name = header.partition(":")
         label = {"server": "`[server]`", "http": "`[http]`", "alert": "`[alert:NAME]`",
-                 "notifier": "`[notifier:NAME]`"}.get(kind) or f"`{name}`"
+                 "notifier": "`[notifier:NAME]`", "tenant": "`[tenant:NAME]`"}.get(kind) or f"`{name}`"
         if header == "backend:t":
             label = "every backend"
         for opt in options:

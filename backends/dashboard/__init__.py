@@ -109,48 +109,85 @@ class DashboardBackend(Backend):
         from .web import Dashboard, WebServer  # aiohttp: the `web` extra
 
         cfg = self.config
-        self.state = LiveState(
-            window=float(cfg["window"]), stale_after=float(cfg["stale_after"]),
-            forget_after=float(cfg["forget_after"]), max_series=int(cfg["max_series"]),
-            max_hosts=int(cfg["max_hosts"]), max_errors=int(cfg["errors"]),
-            max_priority=Priority[str(cfg["log_priority"]).upper()],
-        )
-        self.history: History | None = None
-        if cfg["rrd_root"]:
-            self.history = History(Path(cfg["rrd_root"]).absolute(), local_timezone(cfg["timezone"]),
-                                   cfg["rrd_daemon"])
         self._pruned = time.monotonic()
         alerts = None
-        if cfg["alerts_url"]:
+        if cfg["alerts_url"] and self.context.tenants is None:  # with tenants the alerts document needs a key
             from .alerts_view import AlertsLink
 
             state_file = cfg["alerts_state_file"]
             alerts = AlertsLink(cfg["alerts_url"], (self.context.config_dir / state_file) if state_file else None)
-        self.web = WebServer(
-            lambda: Dashboard(self.state, self.history, title=cfg["title"], push_interval=float(cfg["push_interval"]),
-                              max_streams=int(cfg["max_streams"]), counters=self.counters, alerts=alerts),
-            cfg["address"], int(cfg["port"]), self.name)
+        #: One LiveState (and history) per tenant in service mode ("" = events without a tenant).
+        self.states: dict[str, LiveState] = {}
+        self.histories: dict[str, History | None] = {}
+
+        def dashboard_of(tenant: str) -> Dashboard:
+            return Dashboard(self._state(tenant), self.histories[tenant], title=cfg["title"],
+                             push_interval=float(cfg["push_interval"]), max_streams=int(cfg["max_streams"]),
+                             counters=self.counters, alerts=alerts if not tenant else None)
+
+        self.state = self._state("")
+        self.history = self.histories[""]
+        if self.context.tenants is None:
+            make: Any = lambda: dashboard_of("")  # noqa: E731
+        else:
+            from .auth import TenantDashboards
+
+            for tenant in self.context.tenants.names:
+                self._state(tenant)
+            make = lambda: TenantDashboards(self.context.tenants, dashboard_of, cfg["title"])  # noqa: E731
+        self.web = WebServer(make, cfg["address"], int(cfg["port"]), self.name)
         self.web.start()
         self.log.info("dashboard at %s", self.web.url)
 
+    def _state(self, tenant: str) -> LiveState:
+        """The tenant's LiveState and history, made on first use."""
+        state = self.states.get(tenant)
+        if state is None:
+            cfg = self.config
+            state = self.states[tenant] = LiveState(
+                window=float(cfg["window"]), stale_after=float(cfg["stale_after"]),
+                forget_after=float(cfg["forget_after"]), max_series=int(cfg["max_series"]),
+                max_hosts=int(cfg["max_hosts"]), max_errors=int(cfg["errors"]),
+                max_priority=Priority[str(cfg["log_priority"]).upper()],
+            )
+            root = Path(cfg["rrd_root"]) / tenant if tenant else Path(cfg["rrd_root"])
+            self.histories[tenant] = (History(root.absolute(), local_timezone(cfg["timezone"]), cfg["rrd_daemon"])
+                                      if cfg["rrd_root"] else None)
+        return state
+
     def handle(self, batch: list[RawEvent]) -> None:
-        self.state.record([(raw.message, raw.receipt_ms / 1000) for raw in batch],
-                          lambda index, exc: self.reject(batch[index], exc))
+        if self.context.tenants is None:
+            self.state.record([(raw.message, raw.receipt_ms / 1000) for raw in batch],
+                              lambda index, exc: self.reject(batch[index], exc))
+            return
+        groups: dict[str, list[RawEvent]] = {}
+        for raw in batch:
+            groups.setdefault(raw.tenant, []).append(raw)
+        for tenant, events in groups.items():
+            if tenant and tenant not in self.states:
+                continue  # a tenant that is not configured (cannot happen: listeners only know configured ones)
+            self._state(tenant).record([(raw.message, raw.receipt_ms / 1000) for raw in events],
+                                       lambda index, exc, events=events: self.reject(events[index], exc))
 
     def flush(self) -> None:
         if time.monotonic() - self._pruned >= PRUNE_EVERY:
             self._pruned = time.monotonic()
-            self.state.prune(time.time())
+            for state in list(self.states.values()):
+                state.prune(time.time())
 
     def close(self) -> None:
         self.web.stop()
 
     def counters(self) -> dict[str, float]:
-        if not hasattr(self, "state"):
+        if not hasattr(self, "states"):
             return {}
-        values: dict[str, float] = dict(self.state.counts)
-        sizes = self.state.sizes()
-        values.update(series=sizes["series"], hosts=sizes["hosts"], kept_errors=sizes["errors"])
+        values: dict[str, float] = {}
+        for state in list(self.states.values()):  # one state, or one per tenant in service mode
+            for key, count in state.counts.items():
+                values[key] = values.get(key, 0) + count
+            sizes = state.sizes()
+            for key, size in (("series", sizes["series"]), ("hosts", sizes["hosts"]), ("kept_errors", sizes["errors"])):
+                values[key] = values.get(key, 0) + size
         dashboard = self.web.dashboard if hasattr(self, "web") else None
         if dashboard is not None:
             values["requests"] = dashboard.requests

@@ -264,6 +264,9 @@ def build_app(dashboard: Dashboard) -> web.Application:
     app.router.add_get("/api/alerts", dashboard.api_alerts)
     app.router.add_post("/api/alerts/{action:silence|ack}", dashboard.api_alerts_change)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
+    add_routes = getattr(dashboard, "add_routes", None)  # service mode: /login (backends/dashboard/auth.py)
+    if add_routes is not None:
+        add_routes(app)
     return app
 
 

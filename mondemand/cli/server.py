@@ -56,6 +56,12 @@ def main(config_path: str, check: bool, no_plugins: bool) -> None:
             click.echo(f"  backend {name}: {section.type_name}")
         for route in config.routes:
             click.echo(f"  route {route.name}: {', '.join(route.events)} -> {', '.join(route.backends)}")
+        if config.tenants:
+            from mondemand.tenants import Tenants
+
+            for name, info in Tenants(config.tenants).status().items():
+                limits = ", ".join(f"{k} {v}" for k, v in info["quotas"].items() if v) or "no quotas"
+                click.echo(f"  tenant {name}: {info['keys']} keys{', admin' if info['admin'] else ''}; {limits}")
         return
 
     logging.basicConfig(

@@ -173,3 +173,45 @@ backends = fwd
     path.write_text(path.read_text().replace("extra_context = cluster\n", ""))
     with pytest.raises(ConfigError, match=r"\[backend:fwd\] copies: is 3, more than the 2 destinations"):
         load_config(path, host)
+
+
+def test_hash_on_tenant_keeps_each_tenant_on_its_servers_and_sign_re_signs_for_the_next_tier(receivers, tmp_path):
+    from mondemand.signing import Verifier
+    from mondemand.tenants import Tenants, TenantSpec
+
+    names = [f"t{i}" for i in range(6)]
+    for name in names:
+        (tmp_path / f"{name}.keys").write_text(f"{name} hmac:{name}-forwarding-secret-01\n")
+    tenants = Tenants({n: TenantSpec(n, tmp_path / f"{n}.keys", ()) for n in names})
+    values, problems = parse_options(LwesForwarder.options, {
+        "destinations": ",".join(r.address for r in receivers), "mode": "hash", "hash_key": "tenant", "sign": "true"})
+    assert problems == []
+    backend = LwesForwarder("fwd", values, ServerContext(tenants=tenants))
+    backend.start()
+    ring = HashRing([r.address for r in receivers])
+    expected: dict[str, set[str]] = {r.address: set() for r in receivers}
+    for name in names:
+        events = [stats_raw(f"m{i}", "other", prog="shop") for i in range(3)]
+        for raw in events:
+            raw.tenant = name
+        backend.handle(events)
+        [dest] = ring.nodes_for(f"tenant\0{name}", 1)
+        expected[dest].add(name)
+    backend.handle([stats_raw("untenanted")])  # no tenant: forwarded unsigned, hashed by series
+    backend.close()
+    verifier = Verifier(tenants)
+    import time
+
+    seen_unsigned = 0
+    for receiver in receivers:
+        got: set[str] = set()
+        for data in receiver.drain():
+            checked = verifier.verify(data, int(time.time() * 1000))
+            if checked == "unsigned":
+                seen_unsigned += 1
+                continue
+            tenant, event = checked
+            assert from_lwes(decode(event)).prog_id == "shop"
+            got.add(tenant)
+        assert got == expected[receiver.address]  # a tenant's three events all on its own server
+    assert seen_unsigned == 1 and len({n for s in expected.values() for n in s}) == 6
