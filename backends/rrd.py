@@ -53,6 +53,7 @@ from mondemand.backends.series import (
     tree_path,
 )
 
+from mondemand.cardinality import CardinalityGuard, CardinalityLimits, cardinality_options, guard_sender
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages.stats_fast import COLLECT_TIME, CONTEXT, PROG_ID, StatsRecord
@@ -210,6 +211,7 @@ class RrdBackend(RollupOwner, Backend):
         *ROLLUP_OPTIONS,
         Option("outage_buffer_points", "int", 1_000_000, minimum=0, maximum=100_000_000,
                help="samples kept (in order) while rrdcached is unreachable; beyond, dropped and counted"),
+        *cardinality_options(per_sender=20_000, per_prog_id=20_000, per_datagram=100, per_minute=1000),
     )
 
     @classmethod
@@ -244,6 +246,9 @@ class RrdBackend(RollupOwner, Backend):
         self.series = 0
         self.max_future = float(cfg["max_future"])
         self.rollup = self.make_rollup(cfg)
+        #: who may create new files (mondemand.cardinality); `_raw` is the event whose points are being queued
+        self.guard = CardinalityGuard(f"rrd backend {self.name}", CardinalityLimits.from_options(cfg), self.log)
+        self._raw: RawEvent | None = None
         self._aggregate_contexts: dict[tuple[tuple[str, str], ...], bool] = {}
         self.client: RrdcachedClient | None = None
         #: samples waiting for rrdcached to come back (docs/rrd.md, "When rrdcached is down")
@@ -283,12 +288,14 @@ class RrdBackend(RollupOwner, Backend):
             "tree_collisions": self.tree_registry.collisions + self.counts["tree_link_conflict"],
         }
         for name in ("written", "created", "rejected", "filtered", "dropped", "errors", "bad_names",
-                     "create_errors", "daemon_errors", "ignored_messages", "recreated", "future"):
+                     "create_errors", "daemon_errors", "ignored_messages", "recreated", "future", "cardinality"):
             values[name] = self.counts[name]
         if getattr(self, "rollup", None) is not None:
             values.update(self.rollup.counters())  # type: ignore[union-attr]
         values["dropped"] += self.outage.dropped
         values.update(self.outage.counters())
+        if getattr(self, "guard", None) is not None:
+            values.update(self.guard.counters())
         return values
 
     # -- per batch ---------------------------------------------------------------
@@ -316,7 +323,9 @@ class RrdBackend(RollupOwner, Backend):
             except Exception as exc:  # bad data in this event: it alone is dropped
                 self.reject(raw, exc)
                 continue
+            self._raw = raw
             self._queue_points(points, touched, horizon)
+        self._raw = None
         self._write(touched)
 
     def _points(self, record: StatsRecord, receipt_ms: int | None, minute: bool = False) -> list[SeriesPoint]:
@@ -387,9 +396,12 @@ class RrdBackend(RollupOwner, Backend):
             self.ratelog.error("name", "series %s not stored: %s", key, exc)
             entry = "bad_names"
         else:
+            path = self.root / rel
+            exists = path.exists()
+            if not exists and not self._admit(key):
+                return "cardinality"  # not remembered: the series may be let in later
             if self.registry.claim(rel, key):
-                path = self.root / rel
-                entry = SeriesFile(key, str(path), path.exists())
+                entry = SeriesFile(key, str(path), exists)
                 self.series += 1
                 if entry.exists:
                     self._link(entry)
@@ -397,6 +409,13 @@ class RrdBackend(RollupOwner, Backend):
                 entry = "collided"
         self.files[key] = entry
         return entry
+
+    def _admit(self, key: SeriesKey) -> bool:
+        """May the event being queued create a file for `key`? (docs/rrd.md, "New files: the bound")."""
+        raw = self._raw
+        if raw is None:  # a rolled-up minute stored at flush: its sender is not known here, only its prog_id
+            return self.guard.admit(None, key.prog_id)
+        return self.guard.admit(guard_sender(raw.sender_ip, raw.listener), key.prog_id, raw)
 
     def _link(self, entry: SeriesFile) -> None:
         """Point the Graphite tree at `entry`'s file (a relative symlink); report a link that is someone else's."""

@@ -50,6 +50,7 @@ from typing import Any
 from mondemand.listeners.errors import ListenerError
 from mondemand.listeners.udp import plain_ip, stop_receiving
 
+from mondemand.cardinality import CardinalityGuard, CardinalityLimits, cardinality_options
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.lwes import encode
@@ -180,6 +181,7 @@ class StatsdAggregator:
         on_bad_line: Callable[[str, str, str], None] | None = None,
         on_overflow: Callable[[str, str], None] | None = None,
         start: float | None = None,
+        guard: CardinalityGuard | None = None,
     ) -> None:
         self.prog_id = prog_id
         self.prog_id_tag = prog_id_tag
@@ -190,6 +192,10 @@ class StatsdAggregator:
         self.sketches = sketches
         self.on_bad_line = on_bad_line
         self.on_overflow = on_overflow
+        #: who may add series (mondemand.cardinality): per sender IP and prog_id; None: only max_series
+        self.guard = guard
+        #: the datagram (text) being fed, for the guard's per-datagram limit
+        self._datagram: str | None = None
         #: (kind, ip, name, tags) as sent -> series id; several spellings (tag order) may share one series.
         self._aliases: dict[tuple[str, str, str, str], int] = {}
         #: (kind, prog_id, host, context, name) -> series id.
@@ -211,6 +217,7 @@ class StatsdAggregator:
         self.lines = 0
         self.bad_lines = 0
         self.overflow = 0
+        self.refused = 0
         self.expired = 0
 
     @property
@@ -226,6 +233,7 @@ class StatsdAggregator:
         counts = self._counts
         timers = self._timers
         kinds = _KINDS
+        self._datagram = text
         for line in text.split("\n"):
             if not line or line == "\r":
                 continue
@@ -334,6 +342,9 @@ class StatsdAggregator:
                     prog_id = self.fallback_prog_id
             else:
                 prog_id = self.prog_id
+        if self.guard is not None and not self.guard.admit(ip, prog_id, self._datagram):
+            self.refused += 1
+            return None
         host = context.pop("host", None) or ip
         group = (prog_id, host, tuple(sorted(context.items())))
         canonical = (kind, *group, metric)
@@ -439,6 +450,8 @@ class StatsdAggregator:
             s = self._series.pop(sid)
             for alias in s.aliases:
                 self._aliases.pop(alias, None)
+                if self.guard is not None:
+                    self.guard.release(alias[1], s.group[0])
             self._canonical.pop((s.kind, *s.group, s.name), None)
             self._totals.pop(sid, None)
             self._gauges.pop(sid, None)
@@ -467,6 +480,7 @@ class StatsdListener(Listener):
         Option("expire_after", "duration", 300.0, minimum=0.05, maximum=30 * DAY,
                help="a series unseen this long is forgotten"),
         Option("max_series", "int", 100_000, minimum=1, help="live series at most; new ones beyond are dropped"),
+        *cardinality_options(per_sender=20_000, per_prog_id=50_000, per_datagram=1000, per_minute=5000),
         Option("sketches", "bool", True, help="send each timer's sketch too, so that agg can merge percentiles"),
         Option("relative_accuracy", "float", 0.01, help="of the percentile sketches"),
         Option("receive_buffer", "size", 16 << 20, minimum=0, maximum=1 << 30, help="SO_RCVBUF to ask for (UDP)"),
@@ -488,6 +502,7 @@ class StatsdListener(Listener):
             fallback_prog_id=settings["fallback_prog_id"], expire_after=float(settings["expire_after"]),
             max_series=int(settings["max_series"]), relative_accuracy=float(settings["relative_accuracy"]),
             sketches=bool(settings["sketches"]), on_bad_line=self._bad_line, on_overflow=self._overflow,
+            guard=CardinalityGuard(f"statsd listener {name}", CardinalityLimits.from_options(settings), self.log),
         )  # fmt: skip
         self.received = 0
         self.bytes = 0
@@ -566,7 +581,8 @@ class StatsdListener(Listener):
         return {
             "received": self.received, "bytes": self.bytes, "lines": agg.lines, "bad_lines": agg.bad_lines,
             "series": agg.live_series, "overflow": agg.overflow, "expired": agg.expired, "events": self.events,
-            "flushes": self.flushes, "errors": self.errors, "connections": self.connections,
+            "flushes": self.flushes, "errors": self.errors, "connections": self.connections, "refused": agg.refused,
+            **(agg.guard.counters() if agg.guard is not None else {}),
         }  # fmt: skip
 
     # -- reporting (never per line: rate-limited) -------------------------------------

@@ -14,6 +14,7 @@ week. See docs/dashboard.md.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mondemand.cardinality import CardinalityGuard, CardinalityLimits, cardinality_options
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages.log import Priority
@@ -91,6 +93,7 @@ class DashboardBackend(Backend):
         Option("push_interval", "duration", 1.0, minimum=0.05, maximum=HOUR,
                help="how often open pages are brought up to date"),
         Option("max_streams", "int", 64, minimum=1, help="most pages open at once"),
+        *cardinality_options(per_sender=5_000, per_prog_id=10_000, per_datagram=1000, per_minute=5000),
         Option("title", "str", "mondemand", help="shown in the page's heading"),
         Option("alerts_url", "str", "", help="the alerts backend's state document (the server's http://HOST:PORT"
                                              "/alerts), for the alert view; empty: no alert view"),
@@ -109,11 +112,15 @@ class DashboardBackend(Backend):
         from .web import Dashboard, WebServer  # aiohttp: the `web` extra
 
         cfg = self.config
+        limits = CardinalityLimits.from_options(cfg)
         self.state = LiveState(
             window=float(cfg["window"]), stale_after=float(cfg["stale_after"]),
             forget_after=float(cfg["forget_after"]), max_series=int(cfg["max_series"]),
             max_hosts=int(cfg["max_hosts"]), max_errors=int(cfg["errors"]),
             max_priority=Priority[str(cfg["log_priority"]).upper()],
+            guard=CardinalityGuard(f"dashboard {self.name}: series", limits, self.log),
+            host_guard=CardinalityGuard(f"dashboard {self.name}: hosts", host_limits(limits, int(cfg["max_hosts"])),
+                                        self.log),
         )
         self.history: History | None = None
         if cfg["rrd_root"]:
@@ -134,7 +141,7 @@ class DashboardBackend(Backend):
         self.log.info("dashboard at %s", self.web.url)
 
     def handle(self, batch: list[RawEvent]) -> None:
-        self.state.record([(raw.message, raw.receipt_ms / 1000) for raw in batch],
+        self.state.record([(raw.message, raw.receipt_ms / 1000, raw) for raw in batch],
                           lambda index, exc: self.reject(batch[index], exc))
 
     def flush(self) -> None:
@@ -151,11 +158,19 @@ class DashboardBackend(Backend):
         values: dict[str, float] = dict(self.state.counts)
         sizes = self.state.sizes()
         values.update(series=sizes["series"], hosts=sizes["hosts"], kept_errors=sizes["errors"])
+        for prefix, guard in (("", self.state.guard), ("hosts_", self.state.host_guard)):
+            if guard is not None:
+                values.update((prefix + key, value) for key, value in guard.counters().items())
         dashboard = self.web.dashboard if hasattr(self, "web") else None
         if dashboard is not None:
             values["requests"] = dashboard.requests
             values["streams"] = dashboard.streams
         return values
+
+
+def host_limits(limits: CardinalityLimits, max_hosts: int) -> CardinalityLimits:
+    """The hosts table's guard: a sender may hold a fifth of `max_hosts`, a prog_id half (docs/dashboard.md)."""
+    return dataclasses.replace(limits, per_sender=max(1, max_hosts // 5), per_prog_id=max(1, max_hosts // 2))
 
 
 @hookimpl

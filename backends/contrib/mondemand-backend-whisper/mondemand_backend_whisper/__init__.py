@@ -39,6 +39,7 @@ from mondemand.backends.series import (
     tree_path,
 )
 
+from mondemand.cardinality import CardinalityGuard, CardinalityLimits, cardinality_options, guard_sender
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages.stats_fast import CONTEXT, PROG_ID, StatsRecord
@@ -132,6 +133,7 @@ class WhisperBackend(RollupOwner, Backend):
         Option("whitelist", "list", [], help="prog_id globs to store (when set, only these)"),
         Option("blacklist", "list", [], help="prog_id globs never to store"),
         *ROLLUP_OPTIONS,
+        *cardinality_options(per_sender=20_000, per_prog_id=20_000, per_datagram=100, per_minute=1000),
     )  # fmt: skip
 
     def start(self) -> None:
@@ -146,12 +148,17 @@ class WhisperBackend(RollupOwner, Backend):
         self.rates = CounterRates(delta=self.config["counters"] == "delta")
         self.counts: Counter[str] = Counter()
         self.rollup = self.make_rollup(cfg)
+        #: who may create new files (mondemand.cardinality); `_raw` is the event whose points are being added
+        self.guard = CardinalityGuard(f"whisper backend {self.name}", CardinalityLimits.from_options(cfg), self.log)
+        self._raw: RawEvent | None = None
 
     def counters(self) -> dict[str, float]:
         values: dict[str, float] = {"series": len(self.paths), "collisions": self.registry.collisions}
         for name in ("points_written", "files_created", "rejected", "errors", "bad_names", "filtered",
-                     "first_counter_reports", "counter_resets"):
+                     "first_counter_reports", "counter_resets", "cardinality"):
             values[name] = self.counts[name]
+        if getattr(self, "guard", None) is not None:
+            values.update(self.guard.counters())
         if getattr(self, "rollup", None) is not None:
             values.update(self.rollup.counters())  # type: ignore[union-attr]
         return values
@@ -176,7 +183,9 @@ class WhisperBackend(RollupOwner, Backend):
             except Exception as exc:  # bad data in this event (e.g. a value no float holds): it alone is dropped
                 self.reject(raw, exc)
                 continue
+            self._raw = raw
             self._add_points(points, pending)
+        self._raw = None
         for key, points in pending.items():
             self._write(key, points)
 
@@ -188,7 +197,13 @@ class WhisperBackend(RollupOwner, Backend):
         return points
 
     def _add_points(self, points: list[SeriesPoint], pending: dict[SeriesKey, list[tuple[int, float]]]) -> None:
+        paths = self.paths
         for key, timestamp, value in points:
+            if key not in paths:
+                self._path(key)
+                if key not in paths:  # a new file the cardinality guard refused: counted, not remembered
+                    self.counts["cardinality"] += 1
+                    continue
             if key.metric_type == "counter":
                 rate = self.rates.step(key, timestamp, value)
                 if isinstance(rate, str):
@@ -231,10 +246,21 @@ class WhisperBackend(RollupOwner, Backend):
             if not _stays_under(rel):
                 self.counts["bad_names"] += 1
                 self.ratelog.error("name", "%s: %s would leave %s; not stored", self.name, rel, self.root)
-            elif self.registry.claim(rel, key):
-                path = self.root.joinpath(*rel.parts)
+            else:
+                full = self.root.joinpath(*rel.parts)
+                if not full.exists() and not self._admit(key):
+                    return None
+                if self.registry.claim(rel, key):
+                    path = full
         self.paths[key] = path
         return path
+
+    def _admit(self, key: SeriesKey) -> bool:
+        """May the event being added create a file for `key`? A rolled-up minute has no sender here."""
+        raw = self._raw
+        if raw is None:
+            return self.guard.admit(None, key.prog_id)
+        return self.guard.admit(guard_sender(raw.sender_ip, raw.listener), key.prog_id, raw)
 
     def _write(self, key: SeriesKey, points: list[tuple[int, float]]) -> None:
         path = self._path(key)
