@@ -83,6 +83,8 @@ class SeriesLive:
     samples: deque[tuple[float, float]]
     #: The sender its cardinality guard counted it for (None: this server, or no guard).
     sender: str | None = None
+    #: `LiveState.version` when a sample last arrived: the stream sends the rows that changed since its last frame.
+    changed: int = 0
 
 
 @dataclass(slots=True)
@@ -143,6 +145,8 @@ class LiveState:
 
     def __post_init__(self) -> None:
         self._series: dict[SeriesKey, SeriesLive] = {}
+        #: the same series by prog_id: a page follows one program, and reading it must not cost every series
+        self._by_prog: dict[str, dict[SeriesKey, SeriesLive]] = {}
         self._hosts: dict[tuple[str, str], HostLive] = {}
         self._errors: deque[ErrorLine] = deque(maxlen=self.max_errors)
         self._seq = 0
@@ -208,6 +212,7 @@ class LiveState:
         if host is not None:
             host.stats_events += 1
         series = self._series
+        version = self.version
         for key, timestamp, value in points:
             entry = series.get(key)
             if entry is None:
@@ -219,8 +224,10 @@ class LiveState:
                     continue
                 entry = series[key] = SeriesLive(key, value, timestamp, received, deque(maxlen=self.max_samples),
                                                  self._sender)
+                self._by_prog.setdefault(key.prog_id, {})[key] = entry
             elif timestamp >= entry.timestamp:
                 entry.value, entry.timestamp, entry.received = value, timestamp, received
+            entry.changed = version
             samples = entry.samples
             samples.append((timestamp, value))
             cutoff = received - self.window
@@ -250,6 +257,11 @@ class LiveState:
             old = [k for k, s in self._series.items() if s.received < cutoff]
             for k in old:
                 entry = self._series.pop(k)
+                of_prog = self._by_prog.get(k.prog_id)
+                if of_prog is not None:
+                    of_prog.pop(k, None)
+                    if not of_prog:
+                        del self._by_prog[k.prog_id]
                 if self.guard is not None:
                     self.guard.release(entry.sender, k.prog_id)
             gone = [k for k, h in self._hosts.items() if h.last_seen < cutoff]
@@ -321,15 +333,17 @@ class LiveState:
                 out[label] = rate
         return out
 
-    def series(self, prog_id: str, now: float) -> list[dict[str, Any]]:
+    def series(self, prog_id: str, now: float, changed_since: int | None = None) -> list[dict[str, Any]]:
         """The series of `prog_id`: value, 1-minute average (counters: rate per second), age and status.
 
         Sorted by metric name and context, aggregates (namespace ``agg``)
-        before the per-host series of the same metric.
+        before the per-host series of the same metric. With `changed_since`
+        (a `version`), only the series that took a sample since then.
         """
         with self.lock:
             rows = [(s.key, s.value, s.timestamp, s.received, list(s.samples))
-                    for s in self._series.values() if s.key.prog_id == prog_id]
+                    for s in self._by_prog.get(prog_id, {}).values()
+                    if changed_since is None or s.changed >= changed_since]
         result = []
         for key, value, timestamp, received, samples in rows:
             row = series_json(key)

@@ -140,8 +140,9 @@ def test_the_stream_sends_kept_errors_live_state_and_new_errors_as_they_come(das
         assert resp.headers["Content-Type"].startswith("text/event-stream")
         assert _read_event(resp) == ("log", {**_read_log(dashboard, 1)}, "1")
         event, data, _ = _read_event(resp)
-        assert event == "live" and data["prog_id"] == "shop" and data["series"][0]["value"] == 3
-        assert data["overview"]["processes"][0]["prog_id"] == "shop"
+        assert event == "live" and data["prog_id"] == "shop" and data["series"]["full"]
+        assert data["series"]["upsert"][0]["value"] == 3
+        assert data["processes"]["upsert"][0]["prog_id"] == "shop"
         dashboard.handle(raw(log("second", Priority.WARNING)))
         while True:
             event, data, event_id = _read_event(resp)
@@ -153,6 +154,26 @@ def test_the_stream_sends_kept_errors_live_state_and_new_errors_as_they_come(das
     dashboard.handle(raw(log("third")))
     with urllib.request.urlopen(request, timeout=5) as resp:
         assert [_read_event(resp)[1]["message"] for _ in range(2)] == ["second", "third"]
+
+
+def test_the_stream_sends_only_what_changed_after_its_first_frame(dashboard):
+    """A frame carries the rows that changed since the previous one; the page rebuilds the tables from them."""
+    metrics = [Metric(MetricType.GAUGE, f"m{i}", i) for i in range(50)]
+    dashboard.handle(raw(StatsMsg("shop", "web01", {}, metrics)))
+    with urllib.request.urlopen(dashboard.web.url + "api/stream?prog_id=shop", timeout=5) as resp:
+        event, first, _ = _read_event(resp)
+        assert event == "live" and first["series"]["full"] and len(first["series"]["upsert"]) == 50
+        ids = {row["name"]: row["id"] for row in first["series"]["upsert"]}
+        assert all("age" not in row for row in first["series"]["upsert"])  # the page works ages out from now
+        dashboard.handle(raw(StatsMsg("shop", "web01", {}, [Metric(MetricType.GAUGE, "m7", 700)])))
+        while True:
+            event, frame, _ = _read_event(resp)
+            if event == "live" and frame["series"]["upsert"]:
+                break
+        assert frame["gen"] > first["gen"] and "full" not in frame["series"]
+        assert [(row["name"], row["value"]) for row in frame["series"]["upsert"]] == [("m7", 700)]
+        assert ids["m7"] not in frame["series"]["remove"] and frame["series"]["order"] is None
+        assert len(json.dumps(frame)) < len(json.dumps(first)) / 5
 
 
 def _read_log(backend: DashboardBackend, seq: int) -> dict[str, Any]:
