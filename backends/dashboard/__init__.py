@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from mondemand.cardinality import CardinalityGuard, CardinalityLimits, cardinality_options
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
+from mondemand.httplimits import Limits, limit_options
 from mondemand.messages.log import Priority
 from mondemand.options import DAY, HOUR, Option, OptionError
 from mondemand.plugin_api import Backend
@@ -93,6 +94,7 @@ class DashboardBackend(Backend):
         Option("push_interval", "duration", 1.0, minimum=0.05, maximum=HOUR,
                help="how often open pages are brought up to date"),
         Option("max_streams", "int", 64, minimum=1, help="most pages open at once"),
+        *limit_options(max_connections=256),
         *cardinality_options(per_sender=5_000, per_prog_id=10_000, per_datagram=1000, per_minute=5000),
         Option("title", "str", "mondemand", help="shown in the page's heading"),
         Option("alerts_url", "str", "", help="the alerts backend's state document (the server's http://HOST:PORT"
@@ -136,7 +138,7 @@ class DashboardBackend(Backend):
         self.web = WebServer(
             lambda: Dashboard(self.state, self.history, title=cfg["title"], push_interval=float(cfg["push_interval"]),
                               max_streams=int(cfg["max_streams"]), counters=self.counters, alerts=alerts),
-            cfg["address"], int(cfg["port"]), self.name)
+            cfg["address"], int(cfg["port"]), self.name, Limits.from_options(cfg))
         self.web.start()
         self.log.info("dashboard at %s", self.web.url)
 
@@ -165,6 +167,8 @@ class DashboardBackend(Backend):
         if dashboard is not None:
             values["requests"] = dashboard.requests
             values["streams"] = dashboard.streams
+            values["stalled_streams"] = dashboard.stalled
+            values.update((f"http_{k}", v) for k, v in self.web.counters().items())
         return values
 
 

@@ -23,13 +23,15 @@ import asyncio
 import contextlib
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from mondemand.httplimits import Limits
+from mondemand.httpserve import Surface
 
 from .alerts_view import AlertsLink, AlertsViewError
 from .history import History, HistoryError
@@ -240,6 +242,10 @@ class Dashboard:
         self.closing = asyncio.Event()
         self._listings: dict[str, tuple[float, Any]] = {}
         self.publisher = Publisher(self)
+        #: seconds a stream may wait for its client to take a frame (the surface's idle_timeout)
+        self.write_timeout = 30.0
+        #: streams ended because their client read nothing for write_timeout
+        self.stalled = 0
 
     def _listing(self, key: str, read: Callable[[], Any]) -> Any:
         """`read()`, reused for LISTING_TTL seconds: pages ask every second, directories change slowly."""
@@ -401,10 +407,15 @@ class Dashboard:
                 frame = publisher.frame(prog_id, seen)
                 if frame is not None:
                     seen = publisher.gen
-                    await resp.write(frame)  # waits while the client does not read: it then misses deltas
+                    # Waits while the client does not read (it then misses deltas); one that reads nothing for
+                    # write_timeout is ended, so that it cannot hold a stream and its buffers for ever.
+                    async with asyncio.timeout(self.write_timeout):
+                        await resp.write(frame)
                 tick = publisher.tick
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(tick.wait(), REFRESH_EVERY)
+        except TimeoutError:
+            self.stalled += 1
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
@@ -429,19 +440,25 @@ def build_app(dashboard: Dashboard) -> web.Application:
 
 
 class WebServer:
-    """Runs the dashboard's aiohttp application on `address`:`port` in a thread of its own."""
+    """Serves the dashboard's aiohttp application on `address`:`port` as a `mondemand.httpserve.Surface`.
+
+    The surface bounds what clients can take (issue 18): headers within
+    `header_timeout`, bodies within `body_timeout`, kept-alive connections
+    without a request closed after `idle_timeout`, at most `max_connections`
+    open (more get a 503 and are closed). An open event stream is a request in
+    flight; `max_streams` bounds those, and a stream whose client does not
+    read a frame within `idle_timeout` is ended.
+    """
 
     def __init__(self, make_dashboard: Callable[[], Dashboard], address: str, port: int,
-                 name: str = "dashboard") -> None:
+                 name: str = "dashboard", limits: Limits | None = None) -> None:
         self.make_dashboard = make_dashboard
         self.address = address
         self.port = port
         self.name = name
+        self.limits = limits or Limits()
         self.dashboard: Dashboard | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
+        self.surface: Surface | None = None
 
     @property
     def url(self) -> str:
@@ -450,47 +467,30 @@ class WebServer:
 
     def start(self, timeout: float = 15.0) -> None:
         """Bind and serve; raises DashboardError when the port cannot be had."""
-        self._thread = threading.Thread(target=self._run, name=f"dashboard-{self.name}", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise DashboardError(f"dashboard HTTP server did not start within {timeout:g} s")
-        if self._error is not None:
-            raise DashboardError(f"cannot serve the dashboard on {self.address}:{self.port}: {self._error}")
+        self.dashboard = self.make_dashboard()
+        self.dashboard.write_timeout = self.limits.idle_timeout
+        surface = Surface(f"dashboard-{self.name}", self.limits, app=build_app(self.dashboard))
+        try:
+            self.port = surface.bind(self.address, self.port)[1]
+            surface.start()
+        except Exception as exc:
+            surface.stop()
+            raise DashboardError(f"cannot serve the dashboard on {self.address}:{self.port}: {exc}") from exc
+        self.surface = surface
 
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        runner: web.AppRunner | None = None
-        try:
-            self.dashboard = self.make_dashboard()
-            runner = web.AppRunner(build_app(self.dashboard), access_log=None, shutdown_timeout=2.0)
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, self.address, self.port, reuse_address=True)
-            loop.run_until_complete(site.start())
-            if runner.addresses:
-                self.port = runner.addresses[0][1]
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            if runner is not None:
-                loop.run_until_complete(runner.cleanup())
-            loop.close()
-            return
-        self._ready.set()
-        try:
-            loop.run_until_complete(self.dashboard.closing.wait())
-        finally:
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
+    def counters(self) -> dict[str, int]:
+        """The port's connection counters (`Surface.counters`)."""
+        return self.surface.counters() if self.surface is not None else {}
 
     def stop(self, timeout: float = 10.0) -> None:
-        """End open streams, close the port and join the thread."""
-        loop, dashboard = self._loop, self.dashboard
-        if loop is not None and dashboard is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(dashboard.closing.set)
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("dashboard HTTP thread did not end within %g s", timeout)
+        """End open streams, close the port and every connection."""
+        surface, dashboard = self.surface, self.dashboard
+        if surface is None:
+            return
+        if dashboard is not None:
+            surface.call_soon(dashboard.closing.set)
+            deadline = time.monotonic() + min(timeout, 2.0)
+            while dashboard.streams and time.monotonic() < deadline:  # let the streams end their responses
+                time.sleep(0.02)
+        surface.stop(timeout)
+        self.surface = None
