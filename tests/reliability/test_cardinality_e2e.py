@@ -94,6 +94,10 @@ backends = rrd
             assert files == 100
             assert counters["backend.cardinality_refused_datagram"] == 1400
             assert counters["backend.cardinality"] == 1400
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=5) as resp:
+                exposition = resp.read().decode()
+            assert ('mondemand_backend_own_cardinality_refused_by_sender_total{backend="rrd",sender="127.0.0.2"} '
+                    '1400.0') in exposition
             # A second sender is not hurt by the first one's refusals.
             send_from("127.0.0.3", port, stats_datagrams("other", "h2", metrics[:10], 10))
             wait_for(lambda: rrd_files(tmp_path / "rrd") == 110, timeout=30, what="the other sender's files")
