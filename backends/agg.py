@@ -111,7 +111,7 @@ class AggBackend(Backend):
                help="how often the open intervals and counter states are saved"),
         Option("checkpoint_max_bytes", "int", 256 << 20, minimum=4096,
                help="largest checkpoint written (compressed); a bigger state is not saved (counted)"),
-        *cardinality_options(per_sender=100_000, per_prog_id=500_000, per_datagram=1000, per_minute=20_000),
+        *cardinality_options(per_sender=250_000, per_prog_id=500_000, per_datagram=1000, per_minute=0),
     )  # fmt: skip
 
     def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:

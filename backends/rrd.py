@@ -211,7 +211,7 @@ class RrdBackend(RollupOwner, Backend):
         *ROLLUP_OPTIONS,
         Option("outage_buffer_points", "int", 1_000_000, minimum=0, maximum=100_000_000,
                help="samples kept (in order) while rrdcached is unreachable; beyond, dropped and counted"),
-        *cardinality_options(per_sender=20_000, per_prog_id=20_000, per_datagram=100, per_minute=1000),
+        *cardinality_options(per_sender=20_000, per_prog_id=1_000_000, per_datagram=100, per_minute=1000),
     )
 
     @classmethod

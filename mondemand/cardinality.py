@@ -8,8 +8,9 @@ dashboard, the statsd listener) asks its `CardinalityGuard` only when it is
 about to create a series it does not hold yet, never per sample:
 
 - at most `new_series_per_datagram` new series from one datagram;
-- at most `new_series_per_minute` new series per sender (IP) and per prog_id
-  in a calendar minute;
+- at most `new_series_per_minute` new series per sender (IP) in a calendar
+  minute (not per prog_id: a program spans the fleet, and a new release adds
+  a series on every host at once);
 - at most `series_per_sender` and `series_per_prog_id` live series; a store
   that forgets a series calls `release`;
 - a sender or prog_id that created nothing for `cardinality_idle` is
@@ -56,7 +57,7 @@ def cardinality_options(*, per_sender: int, per_prog_id: int, per_datagram: int 
         Option("new_series_per_datagram", "int", per_datagram, minimum=0, maximum=65535,
                help="new series one datagram may create; 0: no limit"),
         Option("new_series_per_minute", "int", per_minute, minimum=0, maximum=10_000_000,
-               help="new series one sender, and one prog_id, may create per minute; 0: no limit"),
+               help="new series one sender (IP) may create per minute; 0: no limit"),
         Option("series_per_sender", "int", per_sender, minimum=0, maximum=100_000_000,
                help="live series one sender (IP) may hold; 0: no limit"),
         Option("series_per_prog_id", "int", per_prog_id, minimum=0, maximum=100_000_000,
@@ -100,8 +101,8 @@ class CardinalityGuard:
         self.ratelog = RateLimitedLog(log)
         self.senders: dict[str, list[Any]] = {}
         self.prog_ids: dict[str, list[Any]] = {}
-        self.refused: dict[str, int] = dict.fromkeys(("datagram", "sender_rate", "sender_live", "prog_id_rate",
-                                                      "prog_id_live", "sources"), 0)
+        self.refused: dict[str, int] = dict.fromkeys(("datagram", "sender_rate", "sender_live", "prog_id_live",
+                                                      "sources"), 0)
         self.admitted = 0
         self._token: object = None
         self._in_token = 0
@@ -143,9 +144,6 @@ class CardinalityGuard:
         if prog_rec is None:
             return self._refuse("sources", None, "more than %d sources tracked; new series of %r refused",
                                 MAX_SOURCES, prog_id)
-        if limits.per_minute and prog_rec[_NEW] >= limits.per_minute:
-            return self._refuse("prog_id_rate", prog_rec, "prog_id %r: more than %d new series this minute",
-                                prog_id, limits.per_minute)
         if live and limits.per_prog_id and prog_rec[_LIVE] >= limits.per_prog_id:
             return self._refuse("prog_id_live", prog_rec, "prog_id %r holds %d series (series_per_prog_id)",
                                 prog_id, prog_rec[_LIVE])

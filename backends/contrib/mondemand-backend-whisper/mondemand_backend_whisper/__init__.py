@@ -136,7 +136,7 @@ class WhisperBackend(RollupOwner, Backend):
         Option("whitelist", "list", [], help="prog_id globs to store (when set, only these)"),
         Option("blacklist", "list", [], help="prog_id globs never to store"),
         *ROLLUP_OPTIONS,
-        *cardinality_options(per_sender=20_000, per_prog_id=20_000, per_datagram=100, per_minute=1000),
+        *cardinality_options(per_sender=20_000, per_prog_id=1_000_000, per_datagram=100, per_minute=1000),
         Option("outage_buffer_points", "int", 1_000_000, minimum=0, maximum=100_000_000,
                help="points kept (in order) while the file system is full or read-only; beyond, dropped and counted"),
     )  # fmt: skip
