@@ -2,14 +2,14 @@
 
 A real mondemand-server runs the `dashboard` backend in its worker process.
 A sender keeps 20,000 series live (20 programs x 10 hosts x 100 gauges) and
-every second updates a tenth of the (program, host) pairs, so 2,000 series
-change per second. The figure is the CPU time (user + system, from /proc) of
+every second updates a tenth of the (program, host) pairs (`--fraction`), so
+2,000 series change per second. The figure is the CPU time (user + system, from /proc) of
 the dashboard's worker over `--seconds`, first with no stream open, then with
 `--streams` streams open (each following one of the programs, as a page with
 a program selected does), each stream read and discarded by this process.
 Issue 18 measured 91 % of a core for 64 streams.
 
-    .venv/bin/python benchmarks/bench_dashboard_sse.py [--seconds 20] [--streams 64]
+    .venv/bin/python benchmarks/bench_dashboard_sse.py [--seconds 20] [--streams 64] [--fraction 0.1]
 """
 
 from __future__ import annotations
@@ -56,11 +56,12 @@ def datagrams(round_no: int, pairs: list[tuple[int, int]]) -> list[bytes]:
 
 
 class Sender(threading.Thread):
-    """All pairs once, then a tenth of them each second."""
+    """All pairs once, then `fraction` of them each second."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, fraction: float = 0.1) -> None:
         super().__init__(daemon=True)
         self.port = port
+        self.fraction = fraction
         self.stop = threading.Event()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.pairs = [(p, h) for p in range(PROGRAMS) for h in range(HOSTS)]
@@ -75,9 +76,9 @@ class Sender(threading.Thread):
         round_no = 0
         while not self.stop.is_set():
             round_no += 1
-            tenth = len(self.pairs) // 10
-            start = (round_no * tenth) % len(self.pairs)
-            self.send(datagrams(round_no, self.pairs[start:start + tenth]))
+            part = max(1, int(len(self.pairs) * self.fraction))
+            start = (round_no * part) % len(self.pairs)
+            self.send(datagrams(round_no, (self.pairs * 2)[start:start + part]))
             self.stop.wait(1.0)
 
 
@@ -119,6 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--streams", type=int, default=64)
+    parser.add_argument("--fraction", type=float, default=0.1, help="of the (program, host) pairs updated per second")
     args = parser.parse_args()
     udp, http, dash = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM)
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,7 +156,7 @@ port = {http}
                 except OSError:
                     time.sleep(0.2)
             pid = int(doc["backends"]["dashboard"]["worker_pid"])
-            sender = Sender(udp)
+            sender = Sender(udp, args.fraction)
             sender.send(datagrams(0, sender.pairs))
             deadline = time.monotonic() + 60
             while status(http)["backends"]["dashboard"].get("backend.series", 0) < PROGRAMS * HOSTS * METRICS:

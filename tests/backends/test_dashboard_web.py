@@ -246,3 +246,31 @@ def test_programs_and_series_with_files_but_no_traffic_are_listed_as_stored(tmp_
         assert status == 200 and [c["stat"] for c in body["charts"]] == ["AVG", "MIN", "MAX"]
     finally:
         backend.close()
+
+
+def test_a_stream_whose_page_reads_nothing_is_ended_after_idle_timeout(tmp_path):
+    """A client that never reads cannot hold a stream (and its frames) for ever: ended, counted, others served."""
+    backend = make(push_interval="50ms", idle_timeout="1s")
+    backend.start()
+    try:
+        metrics = [Metric(MetricType.GAUGE, f"metric_with_a_long_name_{i:05d}", i) for i in range(4000)]
+        for start in range(0, len(metrics), 500):
+            backend.handle(raw(StatsMsg("shop", "web01", {}, metrics[start:start + 500])))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", backend.web.port))
+        sock.sendall(b"GET /api/stream?prog_id=shop HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
+        deadline = time.monotonic() + 10
+        n = 0
+        while backend.counters().get("stalled_streams", 0) == 0 and time.monotonic() < deadline:
+            n += 1  # every row changes: each frame is about a megabyte, more than the socket buffers hold
+            changed = [Metric(MetricType.GAUGE, m.name, n) for m in metrics]
+            for start in range(0, len(changed), 500):
+                backend.handle(raw(StatsMsg("shop", "web01", {}, changed[start:start + 500])))
+            time.sleep(0.1)
+        counters = backend.counters()
+        assert counters["stalled_streams"] == 1 and counters["streams"] == 0
+        assert get(backend, "/api/overview")[0] == 200
+        sock.close()
+    finally:
+        backend.close()
