@@ -32,6 +32,7 @@ from mondemand.backends.checkpoint import Checkpoint, CheckpointError, agg_state
 from mondemand.backends.series import ProgIdFilter
 from mondemand.client.partials import BOT10_SUFFIX, PARTIAL_CONTEXT_KEY, TOP10_SUFFIX, tail_size
 
+from mondemand.cardinality import CardinalityGuard, CardinalityLimits, cardinality_options, guard_sender
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages import MessageError, Metric, MetricType, StatsMsg
@@ -114,6 +115,7 @@ class AggBackend(Backend):
                help="how often the open intervals and counter states are saved"),
         Option("checkpoint_max_bytes", "int", 256 << 20, minimum=4096,
                help="largest checkpoint written (compressed); a bigger state is not saved (counted)"),
+        *cardinality_options(per_sender=250_000, per_prog_id=500_000, per_datagram=1000, per_minute=0),
     )  # fmt: skip
 
     def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
@@ -152,10 +154,13 @@ class AggBackend(Backend):
         self._state_epoch = 0
         #: (first ms, end ms, start s) of an interval whose every time is taken at this batch's `now`
         self._window: tuple[int, int, int] | None = None
+        #: who may add counter states and series (mondemand.cardinality); `_raw`: the event being added
+        self.guard = CardinalityGuard(f"agg backend {name}", CardinalityLimits.from_options(self.config), self.log)
+        self._raw: RawEvent | None = None
         self.stats: dict[str, int] = dict.fromkeys(
             ("messages", "samples", "own_skipped", "filtered", "late", "future", "out_of_order", "duplicates",
              "counter_resets", "overflow", "unknown_types", "bad_sketches", "percentiles_lost", "emitted_series",
-             "emitted_events", "emit_errors", "expired", "checkpoint_errors", "restored_series"),
+             "emitted_events", "emit_errors", "expired", "checkpoint_errors", "restored_series", "refused"),
             0,
         )  # fmt: skip
 
@@ -179,6 +184,7 @@ class AggBackend(Backend):
             if not allows(record[PROG_ID]):
                 stats["filtered"] += 1
                 continue
+            self._raw = raw
             try:
                 if self.use_plans:
                     self._add_planned(record, now, raw.receipt_ms)
@@ -186,6 +192,7 @@ class AggBackend(Backend):
                     self.add_record(record, now, raw.receipt_ms)
             except Exception as exc:  # bad data in this event (e.g. a value too large): it alone is dropped
                 self.reject(raw, exc)
+        self._raw = None
 
     def add(self, msg: StatsMsg, now: float, receipt_ms: int | None = None) -> None:
         """Fold one StatsMsg into the open intervals (`now`: the server's wall clock, seconds)."""
@@ -468,6 +475,8 @@ class AggBackend(Backend):
         if self.live >= self.max_series:
             self.stats["overflow"] += 1
             return False
+        if not self._admit(key[1], True):
+            return False
         self.counter_state[key] = [value, ms, now]
         self.live += 1
         return True
@@ -481,9 +490,24 @@ class AggBackend(Backend):
             if self.live >= self.max_series:
                 self.stats["overflow"] += 1
                 return None
+            # New to the guard: not in the previous interval, still open while lateness > 0 (with lateness 0
+            # it is always emitted already, and every series would count as new each interval: not guarded).
+            if self.lateness:
+                previous = self.buckets.get(bucket - self.interval)
+                if (previous is None or key not in previous) and not self._admit(key[0], False):
+                    return None
             summary = series[key] = Summary(Sketch(self.accuracy) if self.percentiles else None)
             self.live += 1
         return summary
+
+    def _admit(self, prog_id: str, live: bool) -> bool:
+        """The guard's word on a new counter state (`live`) or a series not in the previous interval (rates only)."""
+        raw = self._raw
+        sender = guard_sender(raw.sender_ip, raw.listener) if raw is not None else None
+        if self.guard.admit(sender, prog_id, raw, live=live):
+            return True
+        self.stats["refused"] += 1
+        return False
 
     def _sketch(self, text: str | None) -> Sketch | None:
         if text is None:
@@ -589,8 +613,10 @@ class AggBackend(Backend):
     def _expire(self, now: float) -> None:
         limit = now - self.expire_after
         stale = [key for key, (_v, _ms, seen) in self.counter_state.items() if seen < limit]
+        release = self.guard.release
         for key in stale:
             del self.counter_state[key]
+            release(None, key[1])  # its sender is not kept: senders' counts age out (cardinality_idle)
         if stale:
             self._state_epoch += 1
         self.live -= len(stale)
@@ -627,7 +653,7 @@ class AggBackend(Backend):
 
     def counters(self) -> dict[str, float]:
         checkpoint = self.checkpoint
-        return {**self.stats, "live_series": self.live, "open_intervals": len(self.buckets),
+        return {**self.stats, **self.guard.counters(), "live_series": self.live, "open_intervals": len(self.buckets),
                 "counter_states": len(self.counter_state),
                 "checkpoints": checkpoint.saves if checkpoint is not None else 0,
                 "checkpoint_bytes": checkpoint.last_bytes if checkpoint is not None else 0}  # fmt: skip

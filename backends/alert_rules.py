@@ -11,6 +11,7 @@ defines the semantics.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections import deque
@@ -19,7 +20,10 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
+from mondemand.cardinality import CardinalityGuard, CardinalityLimits
 from mondemand.messages import Statset
+
+log = logging.getLogger("mondemand.alerts")
 
 OK = "ok"
 FIRING = "firing"
@@ -114,6 +118,8 @@ class Rule:
     stat: str = "auto"
     notify: tuple[str, ...] = ()
     max_series: int = 10_000
+    #: who may add series to the rule's table (mondemand.cardinality); None: only max_series bounds it
+    cardinality: CardinalityLimits | None = None
 
     def breaches(self, value: float) -> bool:
         """The value is over `above` or under `below`."""
@@ -146,7 +152,8 @@ def rule_from_options(name: str, options: Mapping[str, Any]) -> Rule:
     hysteresis = float(options.get("hysteresis") or 0.0)
     clear_above, clear_below = options.get("clear_above"), options.get("clear_below")
     common = {"notify": tuple(options.get("notify") or ()), "repeat": float(options.get("repeat") or 0.0),
-              "max_series": int(options.get("max_series") or 10_000)}
+              "max_series": int(options.get("max_series") or 10_000),
+              "cardinality": CardinalityLimits.from_options(options) if "series_per_sender" in options else None}
     if no_data is not None or not_seen is not None:
         for key in ("clear_above", "clear_below", "window", "clear_window"):
             if options.get(key):
@@ -239,6 +246,9 @@ class Series:
     last_notified: float | None = None
     counter: tuple[float, float] | None = None
     samples: deque[tuple[float, float]] = field(default_factory=deque)
+    #: Admitted by the rule's guard for this sender (restored series were not): released when forgotten.
+    counted: bool = False
+    sender: str | None = None
 
     PERSISTED = ("labels", "first_seen", "last_seen", "state", "since", "value", "breach_since", "clear_since",
                  "last_notified", "counter")
@@ -298,6 +308,11 @@ class RuleState:
         self.series: dict[str, Series] = {}
         #: Series not tracked because the rule already had max_series.
         self.overflow = 0
+        #: Series not tracked because their sender or prog_id had its share (`guard`).
+        self.refused = 0
+        self.guard = CardinalityGuard(f"alert {rule.name}", rule.cardinality, log) if rule.cardinality else None
+        #: [sender, datagram] of the event being observed; the backend shares one list with all its rules.
+        self.admission: list[Any] = [None, None]
         #: Set when the series set changed without a transition (a new series): worth persisting soon.
         self.dirty = False
         if rule.kind == NOT_SEEN and rule.selector.exact_source:
@@ -349,6 +364,8 @@ class RuleState:
             if rule.kind == THRESHOLD:
                 if series.state == OK and now - (series.last_seen or now) > self.forget_after:
                     del self.series[key]
+                    if series.counted and self.guard is not None:
+                        self.guard.release(series.sender, series.labels["prog_id"])
                     self.dirty = True
                     continue
                 out += self._evaluate(series, now)
@@ -392,6 +409,15 @@ class RuleState:
             if len(self.series) >= self.rule.max_series:
                 self.overflow += 1
                 return None
+            guard = self.guard
+            if guard is not None:
+                sender, token = self.admission
+                if not guard.admit(sender, labels["prog_id"], token):
+                    self.refused += 1
+                    return None
+                series = self._add(labels, t)
+                series.counted, series.sender = True, sender
+                return series
             series = self._add(labels, t)
         return series
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mondemand.atomicfile import write_json_atomic
+from mondemand.cardinality import cardinality_options, guard_sender
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages import StatsMsg
@@ -62,6 +63,7 @@ ALERT_OPTIONS = (
     Option("notify", "list", (), help="[notifier:NAME] sections to tell"),
     Option("repeat", "duration", 0.0, minimum=0, help="remind this often while firing; 0 = never"),
     Option("max_series", "int", 10_000, minimum=1, help="most series one rule tracks"),
+    *cardinality_options(per_sender=2_000, per_prog_id=5_000, per_datagram=1000, per_minute=2000),
 )
 
 
@@ -179,6 +181,10 @@ class AlertsBackend(Backend):
         }
         if not self.rules:
             self.log.warning("alerts backend %s has no [alert:NAME] rules to evaluate", self.name)
+        #: (sender, datagram) of the event being observed, shared with every rule's cardinality guard
+        self._admission: list[Any] = [None, None]
+        for state in self.rules.values():
+            state.admission = self._admission
         self._metric_rules = [r for r in self.rules.values() if r.rule.kind != NOT_SEEN]
         self._source_rules = [r for r in self.rules.values() if r.rule.kind == NOT_SEEN]
         path = self.config["state_file"]
@@ -209,6 +215,8 @@ class AlertsBackend(Backend):
         if not isinstance(prog_id, str) or not isinstance(host, str):
             return
         t = raw.receipt_ms / 1000.0
+        admission = self._admission
+        admission[0], admission[1] = guard_sender(raw.sender_ip, raw.listener), raw
         for state in self._source_rules:
             if state.rule.selector.matches_source(prog_id, host):
                 out += state.seen(prog_id, host, t)
@@ -244,11 +252,16 @@ class AlertsBackend(Backend):
             "firing": sum(state.firing for state in self.rules.values()),
             "series": sum(len(state.series) for state in self.rules.values()),
             "series_overflow": sum(state.overflow for state in self.rules.values()),
+            "series_refused": sum(state.refused for state in self.rules.values()),
             "transitions": self.transitions,
             "state_writes": self.state_writes,
             "state_errors": self.state_errors,
             "notify_muted": self.silences.muted if hasattr(self, "silences") else 0,
         }
+        for state in self.rules.values():  # refusals by reason and source, summed over the rules
+            if state.guard is not None:
+                for key, value in state.guard.counters().items():
+                    values[key] = values.get(key, 0) + value
         for key in ("sent", "failed", "retried", "dropped"):
             values[f"notify_{key}"] = sum(w.counters()[key] for w in self.workers.values())
         return values

@@ -29,13 +29,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
 
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
+from mondemand.httplimits import Limits, limit_options
 from mondemand.messages import MetricType, Statset, StatsMsg
 from mondemand.options import Option
 from mondemand.plugin_api import Backend
@@ -82,6 +83,7 @@ class PrometheusBackend(Backend):
         Option("prefix", "str", "", help="prepended to every metric name (e.g. md_)"),
         Option("expire_after", "duration", 900.0, minimum=1, help="a series not updated this long disappears"),
         Option("max_series", "int", 100_000, minimum=1, help="series kept at most; new ones beyond are dropped"),
+        *limit_options(max_connections=64),
     )  # fmt: skip
 
     def start(self) -> None:
@@ -97,22 +99,38 @@ class PrometheusBackend(Backend):
         self.stats = dict.fromkeys(("messages", "overflow", "expired", "counter_resets", "scrapes"), 0)
         self.ratelog = RateLimitedLog(self.log)
         self._next_expiry = time.monotonic() + min(60.0, self.expire_after)
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector(self))
-        self.httpd, self.thread = start_http_server(self.config["port"], addr=self.config["address"],
-                                                    registry=registry)
-        self.log.info("prometheus backend %s: metrics on http://%s:%s/metrics", self.name,
-                      *self.httpd.server_address[:2])
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+        # The scrape port is a `mondemand.httpserve.Surface` (header/body/idle timeouts, max_connections), as the
+        # status port: prometheus_client's own server is a thread per connection without read timeouts.
+        from mondemand.httpserve import Surface
+
+        self.surface = Surface(f"prometheus-{self.name}", Limits.from_options(self.config), self._http, pool_size=2)
+        self.bound = self.surface.bind(str(self.config["address"]).strip("[]"), int(self.config["port"]))
+        self.surface.start()
+        self.log.info("prometheus backend %s: metrics on http://%s:%s/metrics", self.name, *self.bound)
+
+    async def _http(self, request: Any) -> Any:
+        """GET /metrics (or /): the text exposition, made on the surface's pool (it takes the lock)."""
+        from aiohttp import web
+
+        if request.method not in ("GET", "HEAD"):
+            return web.json_response({"error": "GET /metrics"}, status=405)
+        if request.path not in ("/metrics", "/"):
+            return web.json_response({"error": "not found: GET /metrics"}, status=404)
+        body = await self.surface.run_blocking(generate_latest, self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def close(self) -> None:
-        httpd = getattr(self, "httpd", None)
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-            self.httpd = None
+        surface = getattr(self, "surface", None)
+        if surface is not None:
+            surface.stop()
+            self.surface = None
 
     def counters(self) -> dict[str, float]:
-        return {"series": len(self.series), **self.stats}
+        surface = getattr(self, "surface", None)
+        http = {f"http_{k}": v for k, v in surface.counters().items()} if surface is not None else {}
+        return {"series": len(self.series), **self.stats, **http}
 
     # -- intake ---------------------------------------------------------------
 

@@ -54,6 +54,7 @@ from mondemand.backends.series import (
     tree_path,
 )
 
+from mondemand.cardinality import CardinalityGuard, CardinalityLimits, cardinality_options, guard_sender
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages.stats_fast import COLLECT_TIME, CONTEXT, PROG_ID, StatsRecord
@@ -214,6 +215,7 @@ class RrdBackend(RollupOwner, Backend):
         *ROLLUP_OPTIONS,
         Option("outage_buffer_points", "int", 1_000_000, minimum=0, maximum=100_000_000,
                help="samples kept (in order) while rrdcached is unreachable; beyond, dropped and counted"),
+        *cardinality_options(per_sender=20_000, per_prog_id=1_000_000, per_datagram=100, per_minute=1000),
     )
 
     @classmethod
@@ -248,6 +250,9 @@ class RrdBackend(RollupOwner, Backend):
         self.series = 0
         self.max_future = float(cfg["max_future"])
         self.rollup = self.make_rollup(cfg)
+        #: who may create new files (mondemand.cardinality); `_raw` is the event whose points are being queued
+        self.guard = CardinalityGuard(f"rrd backend {self.name}", CardinalityLimits.from_options(cfg), self.log)
+        self._raw: RawEvent | None = None
         self._aggregate_contexts: dict[tuple[tuple[str, str], ...], bool] = {}
         #: False: every event through `_points` (tests and benchmarks compare both ways)
         self.use_plans = True
@@ -292,12 +297,14 @@ class RrdBackend(RollupOwner, Backend):
             "tree_collisions": self.tree_registry.collisions + self.counts["tree_link_conflict"],
         }
         for name in ("written", "created", "rejected", "filtered", "dropped", "errors", "bad_names",
-                     "create_errors", "daemon_errors", "ignored_messages", "recreated", "future"):
+                     "create_errors", "daemon_errors", "ignored_messages", "recreated", "future", "cardinality"):
             values[name] = self.counts[name]
         if getattr(self, "rollup", None) is not None:
             values.update(self.rollup.counters())  # type: ignore[union-attr]
         values["dropped"] += self.outage.dropped
         values.update(self.outage.counters())
+        if getattr(self, "guard", None) is not None:
+            values.update(self.guard.counters())
         return values
 
     # -- per batch ---------------------------------------------------------------
@@ -319,6 +326,7 @@ class RrdBackend(RollupOwner, Backend):
                 counts["filtered"] += 1
                 continue
             self._store(raw, record, rollup, touched, horizon)
+        self._raw = None
         self._write(touched)
 
     def _store(self, raw: RawEvent, record: StatsRecord, rollup: Any, touched: list[SeriesFile],
@@ -334,6 +342,7 @@ class RrdBackend(RollupOwner, Backend):
         except Exception as exc:  # bad data in this event: it alone is dropped
             self.reject(raw, exc)
             return False
+        self._raw = raw  # the sender the cardinality guard charges for any file opened now
         self._queue_points(points, touched, horizon)
         return True
 
@@ -388,6 +397,7 @@ class RrdBackend(RollupOwner, Backend):
                 continue
             if self._store(raw, record, rollup, touched, horizon) and plan is False:
                 self._plan(plan_key)  # after its first event, whose series are now open (or refused)
+        self._raw = None
         counts["rejected"] += rejected
         self._write(touched)
 
@@ -485,9 +495,12 @@ class RrdBackend(RollupOwner, Backend):
             self.ratelog.error("name", "series %s not stored: %s", key, exc)
             entry = "bad_names"
         else:
+            path = self.root / rel
+            exists = path.exists()
+            if not exists and not self._admit(key):
+                return "cardinality"  # not remembered: the series may be let in later
             if self.registry.claim(rel, key):
-                path = self.root / rel
-                entry = SeriesFile(key, str(path), path.exists())
+                entry = SeriesFile(key, str(path), exists)
                 self.series += 1
                 if entry.exists:
                     self._link(entry)
@@ -495,6 +508,13 @@ class RrdBackend(RollupOwner, Backend):
                 entry = "collided"
         self.files[key] = entry
         return entry
+
+    def _admit(self, key: SeriesKey) -> bool:
+        """May the event being queued create a file for `key`? (docs/rrd.md, "New files: the bound")."""
+        raw = self._raw
+        if raw is None:  # a rolled-up minute stored at flush: its sender is not known here, only its prog_id
+            return self.guard.admit(None, key.prog_id)
+        return self.guard.admit(guard_sender(raw.sender_ip, raw.listener), key.prog_id, raw)
 
     def _link(self, entry: SeriesFile) -> None:
         """Point the Graphite tree at `entry`'s file (a relative symlink); report a link that is someone else's."""

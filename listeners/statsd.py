@@ -50,8 +50,10 @@ from typing import Any
 from mondemand.listeners.errors import ListenerError
 from mondemand.listeners.udp import plain_ip, stop_receiving
 
+from mondemand.cardinality import CardinalityGuard, CardinalityLimits, cardinality_options
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
+from mondemand.httplimits import stream_limit_options
 from mondemand.lwes import encode
 from mondemand.messages import Metric, MetricType, Statset, StatsMsg
 from mondemand.messages.stats import STATS_MSG
@@ -78,6 +80,8 @@ FOLD_AT = 4096
 MAX_BURST = 4096
 #: Longest TCP line kept; a longer one is a bad line.
 MAX_TCP_LINE = 65536
+#: Seconds between looks for TCP connections past line_timeout or idle_timeout.
+TCP_SWEEP = 0.25
 STOP_TIMEOUT = 5.0
 #: Largest value a mondemand counter or gauge carries.
 INT64_MAX = (1 << 63) - 1
@@ -180,6 +184,7 @@ class StatsdAggregator:
         on_bad_line: Callable[[str, str, str], None] | None = None,
         on_overflow: Callable[[str, str], None] | None = None,
         start: float | None = None,
+        guard: CardinalityGuard | None = None,
     ) -> None:
         self.prog_id = prog_id
         self.prog_id_tag = prog_id_tag
@@ -190,6 +195,10 @@ class StatsdAggregator:
         self.sketches = sketches
         self.on_bad_line = on_bad_line
         self.on_overflow = on_overflow
+        #: who may add series (mondemand.cardinality): per sender IP and prog_id; None: only max_series
+        self.guard = guard
+        #: the datagram (text) being fed, for the guard's per-datagram limit
+        self._datagram: str | None = None
         #: (kind, ip, name, tags) as sent -> series id; several spellings (tag order) may share one series.
         self._aliases: dict[tuple[str, str, str, str], int] = {}
         #: (kind, prog_id, host, context, name) -> series id.
@@ -211,6 +220,7 @@ class StatsdAggregator:
         self.lines = 0
         self.bad_lines = 0
         self.overflow = 0
+        self.refused = 0
         self.expired = 0
 
     @property
@@ -226,6 +236,7 @@ class StatsdAggregator:
         counts = self._counts
         timers = self._timers
         kinds = _KINDS
+        self._datagram = text
         for line in text.split("\n"):
             if not line or line == "\r":
                 continue
@@ -334,6 +345,9 @@ class StatsdAggregator:
                     prog_id = self.fallback_prog_id
             else:
                 prog_id = self.prog_id
+        if self.guard is not None and not self.guard.admit(ip, prog_id, self._datagram):
+            self.refused += 1
+            return None
         host = context.pop("host", None) or ip
         group = (prog_id, host, tuple(sorted(context.items())))
         canonical = (kind, *group, metric)
@@ -439,6 +453,8 @@ class StatsdAggregator:
             s = self._series.pop(sid)
             for alias in s.aliases:
                 self._aliases.pop(alias, None)
+                if self.guard is not None:
+                    self.guard.release(alias[1], s.group[0])
             self._canonical.pop((s.kind, *s.group, s.name), None)
             self._totals.pop(sid, None)
             self._gauges.pop(sid, None)
@@ -467,6 +483,8 @@ class StatsdListener(Listener):
         Option("expire_after", "duration", 300.0, minimum=0.05, maximum=30 * DAY,
                help="a series unseen this long is forgotten"),
         Option("max_series", "int", 100_000, minimum=1, help="live series at most; new ones beyond are dropped"),
+        *cardinality_options(per_sender=20_000, per_prog_id=50_000, per_datagram=1000, per_minute=5000),
+        *stream_limit_options(max_connections=1024, idle_timeout=300.0),
         Option("sketches", "bool", True, help="send each timer's sketch too, so that agg can merge percentiles"),
         Option("relative_accuracy", "float", 0.01, help="of the percentile sketches"),
         Option("receive_buffer", "size", 16 << 20, minimum=0, maximum=1 << 30, help="SO_RCVBUF to ask for (UDP)"),
@@ -488,6 +506,7 @@ class StatsdListener(Listener):
             fallback_prog_id=settings["fallback_prog_id"], expire_after=float(settings["expire_after"]),
             max_series=int(settings["max_series"]), relative_accuracy=float(settings["relative_accuracy"]),
             sketches=bool(settings["sketches"]), on_bad_line=self._bad_line, on_overflow=self._overflow,
+            guard=CardinalityGuard(f"statsd listener {name}", CardinalityLimits.from_options(settings), self.log),
         )  # fmt: skip
         self.received = 0
         self.bytes = 0
@@ -495,6 +514,15 @@ class StatsdListener(Listener):
         self.events = 0
         self.flushes = 0
         self.connections = 0
+        #: TCP: connections refused over max_connections, cut off mid-line (line_timeout), closed idle
+        self.tcp_refused = 0
+        self.tcp_timeouts = 0
+        self.tcp_idle_closed = 0
+        self.line_timeout = float(settings["line_timeout"])
+        self.idle_timeout = float(settings["idle_timeout"])
+        #: TCP only (None over UDP), so that the server plans it against the open-file limit with the HTTP ports
+        self.max_connections: int | None = int(settings["max_connections"]) if self.protocol == "tcp" else None
+        self._open = 0
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
@@ -566,7 +594,10 @@ class StatsdListener(Listener):
         return {
             "received": self.received, "bytes": self.bytes, "lines": agg.lines, "bad_lines": agg.bad_lines,
             "series": agg.live_series, "overflow": agg.overflow, "expired": agg.expired, "events": self.events,
-            "flushes": self.flushes, "errors": self.errors, "connections": self.connections,
+            "flushes": self.flushes, "errors": self.errors, "connections": self.connections, "refused": agg.refused,
+            "open_connections": self._open, "tcp_refused": self.tcp_refused, "tcp_timeouts": self.tcp_timeouts,
+            "tcp_idle_closed": self.tcp_idle_closed,
+            **(agg.guard.counters() if agg.guard is not None else {}),
         }  # fmt: skip
 
     # -- reporting (never per line: rate-limited) -------------------------------------
@@ -590,11 +621,15 @@ class StatsdListener(Listener):
         selector = selectors.DefaultSelector()
         selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         selector.register(sock, selectors.EVENT_READ, "sock")
-        buffers: dict[socket.socket, tuple[bytearray, str]] = {}
+        # TCP connection -> [unfinished line, sender IP, monotonic time of its last data, of the line's first byte]
+        buffers: dict[socket.socket, list[Any]] = {}
         deadline = self._next_flush(time.time())
+        next_sweep = time.monotonic() + TCP_SWEEP
         try:
             while not self._stopping:
                 timeout = max(0.0, deadline - time.time())
+                if buffers:
+                    timeout = min(timeout, max(0.0, next_sweep - time.monotonic()))
                 try:
                     ready = selector.select(timeout)
                 except OSError as exc:
@@ -618,11 +653,14 @@ class StatsdListener(Listener):
                             return
                         self.errors += 1
                         self.ratelog.error("receive", "listener %s: %r", self.name, exc, exc_info=exc)
+                if buffers and time.monotonic() >= next_sweep:
+                    self._sweep(selector, buffers)
+                    next_sweep = time.monotonic() + TCP_SWEEP
                 if time.time() >= deadline:
                     self._flush()
                     deadline = self._next_flush(time.time())
         finally:
-            for conn, (pending, ip) in list(buffers.items()):
+            for conn, (pending, ip, _seen, _line) in list(buffers.items()):
                 if pending:
                     self.aggregator.feed(pending.decode("utf-8", "replace"), ip)
                 conn.close()
@@ -649,20 +687,51 @@ class StatsdListener(Listener):
             self.bytes += nbytes
 
     def _accept(self, sock: socket.socket, selector: selectors.BaseSelector,
-                buffers: dict[socket.socket, tuple[bytearray, str]]) -> None:
+                buffers: dict[socket.socket, list[Any]]) -> None:
         for _ in range(64):
             try:
                 conn, addr = sock.accept()
             except BlockingIOError:
                 return
+            except OSError as exc:  # EMFILE and the like: the connection waits in the backlog
+                self.errors += 1
+                self.ratelog.error("accept", "listener %s: accept failed: %s", self.name, exc)
+                return
+            if len(buffers) >= (self.max_connections or 0):
+                conn.close()
+                self.tcp_refused += 1
+                self.ratelog.warning("refused", "listener %s: %d connections open (max_connections); refusing %s",
+                                     self.name, len(buffers), addr[0])
+                continue
             conn.setblocking(False)
             self.connections += 1
-            buffers[conn] = (bytearray(), plain_ip(addr[0]))
+            buffers[conn] = [bytearray(), plain_ip(addr[0]), time.monotonic(), None]
             selector.register(conn, selectors.EVENT_READ, "conn")
+        self._open = len(buffers)
+
+    def _sweep(self, selector: selectors.BaseSelector, buffers: dict[socket.socket, list[Any]]) -> None:
+        """Close connections that dribble a line past `line_timeout` or send nothing for `idle_timeout`."""
+        now = time.monotonic()
+        for conn, (pending, ip, seen, line_start) in list(buffers.items()):
+            if line_start is not None and now - line_start > self.line_timeout:
+                self.tcp_timeouts += 1
+                self.aggregator.lines += 1
+                self.aggregator.bad_lines += 1
+                self._bad_line(pending[:200].decode("utf-8", "replace"), ip,
+                               f"line not finished within line_timeout ({self.line_timeout:g} s); connection closed")
+            elif now - seen > self.idle_timeout:
+                self.tcp_idle_closed += 1
+            else:
+                continue
+            selector.unregister(conn)
+            del buffers[conn]
+            conn.close()
+        self._open = len(buffers)
 
     def _read(self, conn: socket.socket, selector: selectors.BaseSelector,
-              buffers: dict[socket.socket, tuple[bytearray, str]]) -> None:
-        pending, ip = buffers[conn]
+              buffers: dict[socket.socket, list[Any]]) -> None:
+        entry = buffers[conn]
+        pending, ip = entry[0], entry[1]
         try:
             data = conn.recv(1 << 16)
         except BlockingIOError:
@@ -673,21 +742,28 @@ class StatsdListener(Listener):
             selector.unregister(conn)
             del buffers[conn]
             conn.close()
+            self._open = len(buffers)
             if pending:
                 self.aggregator.feed(pending.decode("utf-8", "replace"), ip)
             return
         self.received += 1
         self.bytes += len(data)
+        now = time.monotonic()
+        entry[2] = now
+        if not pending:
+            entry[3] = now  # a new line starts: it has line_timeout to end
         pending += data
         cut = pending.rfind(b"\n")
         if cut >= 0:
             self.aggregator.feed(pending[:cut].decode("utf-8", "replace"), ip)
             del pending[: cut + 1]
+            entry[3] = now if pending else None
         if len(pending) > MAX_TCP_LINE:
             self.aggregator.lines += 1
             self.aggregator.bad_lines += 1
             self._bad_line(pending[:200].decode("utf-8", "replace"), ip, f"line longer than {MAX_TCP_LINE} bytes")
             pending.clear()
+            entry[3] = None
 
     def _flush(self) -> None:
         deliver = self._deliver

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mondemand.options import Option
@@ -22,6 +22,19 @@ def limit_options(max_connections: int = 256) -> tuple[Option, ...]:
                help="a kept-alive connection without a request is closed after this long"),
         Option("max_connections", "int", max_connections, minimum=1, maximum=65536,
                help="open connections at most; more are answered 503 and closed at once"),
+    )
+
+
+def stream_limit_options(max_connections: int = 1024, idle_timeout: float = 300.0) -> tuple[Option, ...]:
+    """The options of a line-oriented TCP port (statsd over TCP): `limit_options`' idle and connection limits,
+    and `line_timeout` in place of the header deadline (a line must end within it of its first byte)."""
+    by_name = {opt.name: opt for opt in limit_options(max_connections)}
+    return (
+        Option("line_timeout", "duration", 10.0, minimum=0.1, maximum=300.0,
+               help="a line must end within this long of its first byte; slower clients are cut off"),
+        replace(by_name["idle_timeout"], default=idle_timeout,
+                help="a connection that sends nothing this long is closed"),
+        by_name["max_connections"],
     )
 
 

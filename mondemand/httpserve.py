@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import math
 import socket
@@ -122,12 +123,21 @@ class _GuardedServer(_AioServer):
 
 
 class Surface:
-    """One HTTP port: bind with `bind` (in the caller, so errors surface there), then `start`, `stop`."""
+    """One HTTP port: bind with `bind` (in the caller, so errors surface there), then `start`, `stop`.
 
-    def __init__(self, name: str, limits: Limits, handler: Handler, *, pool_size: int = 8) -> None:
+    `handler` answers every request; or give `app`, an aiohttp `web.Application` (routes, middlewares,
+    static files, streaming responses), which is set up with its `AppRunner` and served under the same
+    limits (the dashboard).
+    """
+
+    def __init__(self, name: str, limits: Limits, handler: Handler | None = None, *, pool_size: int = 8,
+                 app: web.Application | None = None) -> None:
+        if (handler is None) == (app is None):
+            raise ValueError("give a handler or an app")
         self.name = name
         self.limits = limits
         self._handler = handler
+        self._app = app
         self.pool_size = pool_size
         self.accepted = 0
         self.refused = 0
@@ -175,6 +185,13 @@ class Surface:
         if failure:
             raise failure[0]
 
+    def call_soon(self, fn: Callable[[], Any]) -> None:
+        """Run `fn()` on the surface's loop (from any thread); nothing when the loop is not running."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                loop.call_soon_threadsafe(fn)
+
     def stop(self, timeout: float = 5.0) -> None:
         """Close the port and every connection, then stop the loop and its pool."""
         loop, thread = self._loop, self._thread
@@ -206,9 +223,19 @@ class Surface:
     async def _serve(self, ready: threading.Event) -> None:
         loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
+        runner = None
+        extra: dict[str, Any] = {}
+        if self._app is not None:
+            # The app's own runner makes its request handler and factory (routing, middlewares, signals); the
+            # connections are ours, with the surface's limits.
+            runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+            await runner.setup()
+            assert runner.server is not None
+            self._handler = runner.server.request_handler
+            extra["request_factory"] = runner.server.request_factory
         server = _GuardedServer(self, self._handle, loop=loop, keepalive_timeout=self.limits.idle_timeout,
                                 lingering_time=min(LINGERING_TIME, self.limits.body_timeout), access_log=None,
-                                handler_cancellation=True)
+                                handler_cancellation=True, **extra)
         assert self._sock is not None
         listening = await loop.create_server(server, sock=self._sock, backlog=min(socket.SOMAXCONN, 1024))
         sweeper = asyncio.ensure_future(self._sweep())
@@ -222,6 +249,8 @@ class Surface:
                 if conn.transport is not None:
                     conn.transport.abort()
             await server.shutdown(1.0)
+            if runner is not None:
+                await runner.cleanup()
             self._sock = None  # closed with the asyncio server
 
     async def _sweep(self) -> None:
@@ -268,7 +297,7 @@ class Surface:
             conn.busy = True
         try:
             try:
-                return await self._handler(request)
+                return await self._handler(request)  # type: ignore[misc]
             except Busy as exc:
                 self.busy += 1
                 response = web.json_response({"error": str(exc)}, status=503, headers={"Retry-After": "1"})

@@ -9,6 +9,8 @@ A custom `prometheus_client` collector reads `Server.status()` at each scrape
   keeps for every backend (`events_processed`, `dropped`, `rejected`, ...) and
   `mondemand_backend_own_<key>{backend="NAME"}` for those the backend reports
   itself;
+- a per-source counter (`cardinality_refused.sender.IP`) as
+  `mondemand_backend_own_cardinality_refused_by_sender_total{backend="NAME",sender="IP"}`;
 - `mondemand_kernel_<key>_total` (the kernel's receive-buffer drops),
   `mondemand_worker_running{worker="NAME"}`, `mondemand_uptime_seconds`.
 
@@ -43,6 +45,10 @@ def metric_name(text: str) -> str:
     return out
 
 
+#: Counter keys `NAME.KIND.SOURCE` (the cardinality guards' refusals per source) become `NAME_by_KIND{KIND="SOURCE"}`.
+SOURCE_KINDS = ("sender", "prog_id")
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return float(value)
@@ -65,6 +71,11 @@ class ServerCollector(Collector):
             number = _number(value)
             if number is None:
                 return
+            for kind in SOURCE_KINDS:
+                head, sep, source = key.partition(f".{kind}.")
+                if sep:  # a per-source counter (mondemand.cardinality): the source is a label, not part of the name
+                    key, labels = f"{head}_by_{kind}", {**labels, kind: source}
+                    break
             gauge = key.rsplit(".", 1)[-1] in GAUGE_KEYS
             name = metric_name(f"{base}_{key}")
             family = families.get(name)

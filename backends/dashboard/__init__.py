@@ -14,6 +14,7 @@ week. See docs/dashboard.md.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Mapping
@@ -22,8 +23,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mondemand.cardinality import CardinalityGuard, CardinalityLimits, cardinality_options
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
+from mondemand.httplimits import Limits, limit_options
 from mondemand.messages.log import Priority
 from mondemand.options import DAY, HOUR, Option, OptionError
 from mondemand.plugin_api import Backend
@@ -91,6 +94,8 @@ class DashboardBackend(Backend):
         Option("push_interval", "duration", 1.0, minimum=0.05, maximum=HOUR,
                help="how often open pages are brought up to date"),
         Option("max_streams", "int", 64, minimum=1, help="most pages open at once"),
+        *limit_options(max_connections=256),
+        *cardinality_options(per_sender=5_000, per_prog_id=10_000, per_datagram=1000, per_minute=5000),
         Option("title", "str", "mondemand", help="shown in the page's heading"),
         Option("alerts_url", "str", "", help="the alerts backend's state document (the server's http://HOST:PORT"
                                              "/alerts), for the alert view; empty: no alert view"),
@@ -135,7 +140,7 @@ class DashboardBackend(Backend):
             for tenant in self.context.tenants.names:
                 self._state(tenant)
             make = lambda: TenantDashboards(self.context.tenants, dashboard_of, cfg["title"])  # noqa: E731
-        self.web = WebServer(make, cfg["address"], int(cfg["port"]), self.name)
+        self.web = WebServer(make, cfg["address"], int(cfg["port"]), self.name, Limits.from_options(cfg))
         self.web.start()
         self.log.info("dashboard at %s", self.web.url)
 
@@ -144,11 +149,16 @@ class DashboardBackend(Backend):
         state = self.states.get(tenant)
         if state is None:
             cfg = self.config
+            limits = CardinalityLimits.from_options(cfg)
             state = self.states[tenant] = LiveState(
                 window=float(cfg["window"]), stale_after=float(cfg["stale_after"]),
                 forget_after=float(cfg["forget_after"]), max_series=int(cfg["max_series"]),
                 max_hosts=int(cfg["max_hosts"]), max_errors=int(cfg["errors"]),
                 max_priority=Priority[str(cfg["log_priority"]).upper()],
+                guard=CardinalityGuard(f"dashboard {self.name}{' ' + tenant if tenant else ''}: series", limits,
+                                       self.log),
+                host_guard=CardinalityGuard(f"dashboard {self.name}{' ' + tenant if tenant else ''}: hosts",
+                                            host_limits(limits, int(cfg["max_hosts"])), self.log),
             )
             root = Path(cfg["rrd_root"]) / tenant if tenant else Path(cfg["rrd_root"])
             self.histories[tenant] = (History(root.absolute(), local_timezone(cfg["timezone"]), cfg["rrd_daemon"])
@@ -157,7 +167,7 @@ class DashboardBackend(Backend):
 
     def handle(self, batch: list[RawEvent]) -> None:
         if self.context.tenants is None:
-            self.state.record([(raw.message, raw.receipt_ms / 1000) for raw in batch],
+            self.state.record([(raw.message, raw.receipt_ms / 1000, raw) for raw in batch],
                               lambda index, exc: self.reject(batch[index], exc))
             return
         groups: dict[str, list[RawEvent]] = {}
@@ -166,7 +176,7 @@ class DashboardBackend(Backend):
         for tenant, events in groups.items():
             if tenant and tenant not in self.states:
                 continue  # a tenant that is not configured (cannot happen: listeners only know configured ones)
-            self._state(tenant).record([(raw.message, raw.receipt_ms / 1000) for raw in events],
+            self._state(tenant).record([(raw.message, raw.receipt_ms / 1000, raw) for raw in events],
                                        lambda index, exc, events=events: self.reject(events[index], exc))
 
     def flush(self) -> None:
@@ -188,11 +198,22 @@ class DashboardBackend(Backend):
             sizes = state.sizes()
             for key, size in (("series", sizes["series"]), ("hosts", sizes["hosts"]), ("kept_errors", sizes["errors"])):
                 values[key] = values.get(key, 0) + size
+            for prefix, guard in (("", state.guard), ("hosts_", state.host_guard)):
+                if guard is not None:
+                    for key, value in guard.counters().items():
+                        values[prefix + key] = values.get(prefix + key, 0) + value
         dashboard = self.web.dashboard if hasattr(self, "web") else None
         if dashboard is not None:
             values["requests"] = dashboard.requests
             values["streams"] = dashboard.streams
+            values["stalled_streams"] = dashboard.stalled
+            values.update((f"http_{k}", v) for k, v in self.web.counters().items())
         return values
+
+
+def host_limits(limits: CardinalityLimits, max_hosts: int) -> CardinalityLimits:
+    """The hosts table's guard: a sender may hold a fifth of `max_hosts`, a prog_id half (docs/dashboard.md)."""
+    return dataclasses.replace(limits, per_sender=max(1, max_hosts // 5), per_prog_id=max(1, max_hosts // 2))
 
 
 @hookimpl

@@ -12,6 +12,9 @@ Everything is bounded: at most `max_series` series and `max_hosts`
 ``dropped_hosts``), each series keeps at most `max_samples` samples of the
 last `window` seconds, and the error stream keeps the last `max_errors` lines.
 `prune` forgets series and hosts not heard from for `forget_after` seconds.
+With guards (`mondemand.cardinality`), a new series or host must also be
+admitted for its sender and prog_id (refusals in ``refused_series`` /
+``refused_hosts``), so that one flooding source cannot fill either table.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 from mondemand.client.partials import BOT10_SUFFIX, PARTIAL_CONTEXT_KEY, TOP10_SUFFIX, tail_size
 
+from mondemand.cardinality import CardinalityGuard, guard_sender
 from mondemand.messages.log import LogMsg, Priority
 from mondemand.messages.stats import Metric, MetricType, StatsMsg
 
@@ -77,6 +81,10 @@ class SeriesLive:
     timestamp: float
     received: float
     samples: deque[tuple[float, float]]
+    #: The sender its cardinality guard counted it for (None: this server, or no guard).
+    sender: str | None = None
+    #: `LiveState.version` when a sample last arrived: the stream sends the rows that changed since its last frame.
+    changed: int = 0
 
 
 @dataclass(slots=True)
@@ -89,6 +97,7 @@ class HostLive:
     last_seen: float
     stats_events: int = 0
     log_events: int = 0
+    sender: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,28 +139,41 @@ class LiveState:
     #: Lines at this priority or more severe (numerically lower) go to the error stream.
     max_priority: Priority = Priority.WARNING
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: Who may add series and hosts (mondemand.cardinality); None: only max_series and max_hosts bound them.
+    guard: CardinalityGuard | None = None
+    host_guard: CardinalityGuard | None = None
 
     def __post_init__(self) -> None:
         self._series: dict[SeriesKey, SeriesLive] = {}
+        #: the same series by prog_id: a page follows one program, and reading it must not cost every series
+        self._by_prog: dict[str, dict[SeriesKey, SeriesLive]] = {}
         self._hosts: dict[tuple[str, str], HostLive] = {}
         self._errors: deque[ErrorLine] = deque(maxlen=self.max_errors)
         self._seq = 0
+        #: (sender, datagram) of the message being recorded, for the guards
+        self._sender: str | None = None
+        self._token: object = None
         #: Goes up whenever anything recorded changes what a page would show.
         self.version = 0
         self.counts: dict[str, int] = dict.fromkeys(
             ("stats_messages", "log_messages", "other_messages", "samples", "error_lines", "dropped_series",
-             "dropped_hosts", "forgotten_series", "forgotten_hosts"), 0)
+             "dropped_hosts", "forgotten_series", "forgotten_hosts", "refused_series", "refused_hosts"), 0)
 
     # -- writing (the backend's worker thread) -----------------------------------------
 
     def record(self, messages: Iterable[tuple[Any, float]],
                reject: Callable[[int, Exception], None] | None = None) -> None:
-        """Take (message, receipt time in seconds) pairs of one batch; other message types are counted only.
+        """Take (message, receipt time in seconds[, raw event]) of one batch; other message types are counted only.
 
+        The raw event, when given, names the sender and datagram the guards count new series for.
         A message with bad data (a value no float holds) is left out and, with `reject`, reported by its index.
         """
         with self.lock:
-            for index, (msg, received) in enumerate(messages):
+            for index, item in enumerate(messages):
+                msg, received = item[0], item[1]
+                if len(item) > 2:
+                    raw = item[2]
+                    self._sender, self._token = guard_sender(raw.sender_ip, raw.listener), raw
                 try:
                     if isinstance(msg, StatsMsg):
                         self._add_stats(msg, received)
@@ -171,7 +193,10 @@ class LiveState:
             if len(self._hosts) >= self.max_hosts:
                 self.counts["dropped_hosts"] += 1
                 return None
-            entry = self._hosts[(prog_id, host)] = HostLive(prog_id, host, received, received)
+            if self.host_guard is not None and not self.host_guard.admit(self._sender, prog_id, self._token):
+                self.counts["refused_hosts"] += 1
+                return None
+            entry = self._hosts[(prog_id, host)] = HostLive(prog_id, host, received, received, sender=self._sender)
         elif received > entry.last_seen:
             entry.last_seen = received
         return entry
@@ -187,15 +212,22 @@ class LiveState:
         if host is not None:
             host.stats_events += 1
         series = self._series
+        version = self.version
         for key, timestamp, value in points:
             entry = series.get(key)
             if entry is None:
                 if len(series) >= self.max_series:
                     self.counts["dropped_series"] += 1
                     continue
-                entry = series[key] = SeriesLive(key, value, timestamp, received, deque(maxlen=self.max_samples))
+                if self.guard is not None and not self.guard.admit(self._sender, key.prog_id, self._token):
+                    self.counts["refused_series"] += 1
+                    continue
+                entry = series[key] = SeriesLive(key, value, timestamp, received, deque(maxlen=self.max_samples),
+                                                 self._sender)
+                self._by_prog.setdefault(key.prog_id, {})[key] = entry
             elif timestamp >= entry.timestamp:
                 entry.value, entry.timestamp, entry.received = value, timestamp, received
+            entry.changed = version
             samples = entry.samples
             samples.append((timestamp, value))
             cutoff = received - self.window
@@ -224,10 +256,19 @@ class LiveState:
         with self.lock:
             old = [k for k, s in self._series.items() if s.received < cutoff]
             for k in old:
-                del self._series[k]
+                entry = self._series.pop(k)
+                of_prog = self._by_prog.get(k.prog_id)
+                if of_prog is not None:
+                    of_prog.pop(k, None)
+                    if not of_prog:
+                        del self._by_prog[k.prog_id]
+                if self.guard is not None:
+                    self.guard.release(entry.sender, k.prog_id)
             gone = [k for k, h in self._hosts.items() if h.last_seen < cutoff]
             for k in gone:
-                del self._hosts[k]
+                host = self._hosts.pop(k)
+                if self.host_guard is not None:
+                    self.host_guard.release(host.sender, host.prog_id)
             self.counts["forgotten_series"] += len(old)
             self.counts["forgotten_hosts"] += len(gone)
             if old or gone:
@@ -292,15 +333,17 @@ class LiveState:
                 out[label] = rate
         return out
 
-    def series(self, prog_id: str, now: float) -> list[dict[str, Any]]:
+    def series(self, prog_id: str, now: float, changed_since: int | None = None) -> list[dict[str, Any]]:
         """The series of `prog_id`: value, 1-minute average (counters: rate per second), age and status.
 
         Sorted by metric name and context, aggregates (namespace ``agg``)
-        before the per-host series of the same metric.
+        before the per-host series of the same metric. With `changed_since`
+        (a `version`), only the series that took a sample since then.
         """
         with self.lock:
             rows = [(s.key, s.value, s.timestamp, s.received, list(s.samples))
-                    for s in self._series.values() if s.key.prog_id == prog_id]
+                    for s in self._by_prog.get(prog_id, {}).values()
+                    if changed_since is None or s.changed >= changed_since]
         result = []
         for key, value, timestamp, received, samples in rows:
             row = series_json(key)

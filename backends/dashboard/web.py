@@ -9,9 +9,9 @@ Routes (all GET):
 - ``/api/errors?after=N`` the kept error and warning lines numbered above N;
 - ``/api/history?prog_id=&name=&host=&kind=&ctx=k=v...`` daily-against-week curves;
 - ``/api/stream?prog_id=P`` server-sent events: ``live`` (the overview and
-  P's series, when something changed and at least every few seconds) and
-  ``log`` (each new error line, with its number as the event id, so a
-  reconnecting browser resumes where it stopped).
+  P's series, when something changed and at least every few seconds, as
+  deltas: `Publisher`) and ``log`` (each new error line, with its number as
+  the event id, so a reconnecting browser resumes where it stopped).
 
 `WebServer.start` returns once the port is bound (or raises `DashboardError`
 saying why it could not be); `stop` ends open streams and joins the thread.
@@ -23,13 +23,15 @@ import asyncio
 import contextlib
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from mondemand.httplimits import Limits
+from mondemand.httpserve import Surface
 
 from .alerts_view import AlertsLink, AlertsViewError
 from .history import History, HistoryError
@@ -63,6 +65,166 @@ def _sse(event: str, data: Any, event_id: int | None = None) -> bytes:
     return f"{head}event: {event}\ndata: {_dumps(data)}\n\n".encode()
 
 
+def _no_age(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` without the ages the page works out itself from `now` (they change every tick, the rest rarely)."""
+    row.pop("age", None)
+    for host in row.get("hosts", ()):
+        host.pop("age", None)
+    return row
+
+
+class _Rows:
+    """One table the stream keeps in step (the programs, or one program's series): rows as JSON by key."""
+
+    __slots__ = ("delta", "full", "gen", "key", "order", "rows")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.rows: dict[str, str] = {}
+        self.order: list[str] = []
+        self.gen = -1
+        #: JSON of the change from generation gen - 1 to gen (None: not known, send `full`), and of all rows
+        self.delta: str | None = None
+        self.full = ""
+
+    def update(self, rows: list[dict[str, Any]], gen: int) -> None:
+        """Take the table as it is now; work out what changed since the last `update` (one JSON text per row)."""
+        known = self.gen == gen - 1
+        new = {str(row[self.key]): _dumps(_no_age(row)) for row in rows}
+        order = list(new)
+        old = self.rows
+        upsert = [text for k, text in new.items() if old.get(k) != text]
+        removed = [k for k in old if k not in new]
+        changed_order = order != self.order
+        self.delta = (f'{{"upsert":[{",".join(upsert)}],"remove":{_dumps(removed)},'
+                      f'"order":{_dumps(order) if changed_order else "null"}}}') if known else None
+        self.full = f'{{"full":true,"upsert":[{",".join(new.values())}],"remove":[],"order":{_dumps(order)}}}'
+        self.rows, self.order, self.gen = new, order, gen
+
+    def patch(self, rows: list[dict[str, Any]], gen: int) -> bool:
+        """Take the rows that may have changed (the others stay); False, nothing taken, when one is new."""
+        old = self.rows
+        texts = [(str(row[self.key]), _dumps(_no_age(row))) for row in rows]
+        if self.gen != gen - 1 or any(k not in old for k, _ in texts):
+            return False
+        upsert = []
+        for k, text in texts:
+            if old[k] != text:
+                old[k] = text
+                upsert.append(text)
+        self.delta = f'{{"upsert":[{",".join(upsert)}],"remove":[],"order":null}}'
+        self.full = f'{{"full":true,"upsert":[{",".join(old[k] for k in self.order)}],"remove":[],"order":' \
+                    f'{_dumps(self.order)}}}'
+        self.gen = gen
+        return True
+
+
+class Publisher:
+    """Works out the `live` frames once per push for every stream, as deltas.
+
+    Why (issue 18): each stream used to build the whole overview and its
+    program's series every second, so 64 streams over 20,000 series cost 91 %
+    of a core. Now one task builds the programs table and the series of each
+    program some stream follows once per push, compares each row's JSON with
+    the last push's, and every stream gets only the rows that changed
+    (``upsert``), the keys that went (``remove``) and the new order when it
+    changed, the same text for all streams on the same program. A stream that
+    missed a generation (it connected, or it was too slow to take one) gets
+    the whole tables (``full``) instead. Ages are not sent: the page works
+    them out from ``now``, so an idle row costs nothing after its first frame.
+    """
+
+    def __init__(self, dashboard: Dashboard) -> None:
+        self.dashboard = dashboard
+        self.gen = 0
+        self.version = -1
+        self.refreshed = 0.0
+        self.processes = _Rows("prog_id")
+        self.series: dict[str, _Rows] = {}
+        #: streams per followed program ("" for none)
+        self.followers: dict[str, int] = {}
+        self.header = "{}"
+        self.now = 0.0
+        self._forgotten = 0
+        self.tick = asyncio.Event()
+        self._frames: dict[tuple[str, bool], bytes] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def follow(self, prog_id: str) -> None:
+        self.followers[prog_id] = self.followers.get(prog_id, 0) + 1
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def unfollow(self, prog_id: str) -> None:
+        left = self.followers.get(prog_id, 1) - 1
+        if left:
+            self.followers[prog_id] = left
+        else:
+            self.followers.pop(prog_id, None)
+            self.series.pop(prog_id, None)
+
+    async def _run(self) -> None:
+        dashboard = self.dashboard
+        while self.followers and not dashboard.closing.is_set():
+            self.publish(time.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(dashboard.closing.wait(), dashboard.push_interval)
+        self.tick.set()  # streams waiting for the next generation look at `closing`
+
+    def publish(self, now: float, force: bool = False) -> None:
+        """A new generation when something changed (or every REFRESH_EVERY s: statuses and averages age)."""
+        state = self.dashboard.state
+        version = state.version
+        refresh = force or now - self.refreshed >= REFRESH_EVERY
+        if not refresh and version == self.version:
+            return
+        # Between refreshes only the series that took a sample are looked at (the cost follows the changes);
+        # a refresh looks at all of them, for what ages without samples (status, averages) and forgotten rows.
+        since = None if refresh or state.counts["forgotten_series"] != self._forgotten else self.version
+        self.gen += 1
+        self.version, self.now = version, now
+        if since is None:
+            self.refreshed, self._forgotten = now, state.counts["forgotten_series"]
+        overview = self.dashboard.overview(now)
+        self.processes.update(overview.pop("processes"), self.gen)
+        self.header = _dumps(overview)
+        for prog_id in self.followers:
+            if prog_id:
+                rows = self._series_rows(prog_id)
+                if since is None or not rows.patch(state.series(prog_id, now, changed_since=since), self.gen):
+                    rows.update(self.dashboard.series(prog_id, now), self.gen)
+        self._frames.clear()
+        self.tick.set()
+        self.tick = asyncio.Event()
+
+    def _series_rows(self, prog_id: str) -> _Rows:
+        rows = self.series.get(prog_id)
+        if rows is None:
+            rows = self.series[prog_id] = _Rows("id")
+        return rows
+
+    def frame(self, prog_id: str, seen: int) -> bytes | None:
+        """The `live` event for a stream on `prog_id` that has generation `seen`; None when it is up to date."""
+        if self.gen == 0:
+            self.publish(time.time(), force=True)
+        if seen == self.gen:
+            return None
+        series = self.series.get(prog_id) if prog_id else None
+        if prog_id and (series is None or series.gen != self.gen):  # a program nobody followed until now
+            series = self._series_rows(prog_id)
+            series.update(self.dashboard.series(prog_id, self.now), self.gen)
+            series.delta = None
+        full = seen != self.gen - 1 or self.processes.delta is None or (series is not None and series.delta is None)
+        cached = self._frames.get((prog_id, full))
+        if cached is None:
+            text = f'{{"gen":{self.gen},"now":{self.now!r},"overview":{self.header},"processes":' + (
+                self.processes.full if full else self.processes.delta)
+            if series is not None:
+                text += f',"prog_id":{_dumps(prog_id)},"series":' + (series.full if full else series.delta)  # type: ignore[operator]
+            cached = self._frames[(prog_id, full)] = f"event: live\ndata: {text}}}\n\n".encode()
+        return cached
+
+
 class Dashboard:
     """Request handlers over one `LiveState` and an optional `History`."""
 
@@ -79,6 +241,11 @@ class Dashboard:
         self.requests = 0
         self.closing = asyncio.Event()
         self._listings: dict[str, tuple[float, Any]] = {}
+        self.publisher = Publisher(self)
+        #: seconds a stream may wait for its client to take a frame (the surface's idle_timeout)
+        self.write_timeout = 30.0
+        #: streams ended because their client read nothing for write_timeout
+        self.stalled = 0
 
     def _listing(self, key: str, read: Callable[[], Any]) -> Any:
         """`read()`, reused for LISTING_TTL seconds: pages ask every second, directories change slowly."""
@@ -227,28 +394,33 @@ class Dashboard:
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)
         self.streams += 1
-        seen_version, sent_at = -1, 0.0
+        publisher = self.publisher
+        publisher.follow(prog_id)
+        seen = -1
         try:
             await resp.write(b"retry: 2000\n\n")
             while not self.closing.is_set():
-                for line in self.state.errors(after):
-                    await resp.write(_sse("log", line, line["seq"]))
-                    after = line["seq"]
-                now = time.time()
-                version = self.state.version
-                if version != seen_version or now - sent_at >= REFRESH_EVERY:
-                    payload = {"overview": self.overview(now)}
-                    if prog_id:
-                        payload["series"] = self.series(prog_id, now)
-                        payload["prog_id"] = prog_id
-                    await resp.write(_sse("live", payload))
-                    seen_version, sent_at = version, now
+                if self.state.last_error_seq > after:
+                    for line in self.state.errors(after):
+                        await resp.write(_sse("log", line, line["seq"]))
+                        after = line["seq"]
+                frame = publisher.frame(prog_id, seen)
+                if frame is not None:
+                    seen = publisher.gen
+                    # Waits while the client does not read (it then misses deltas); one that reads nothing for
+                    # write_timeout is ended, so that it cannot hold a stream and its buffers for ever.
+                    async with asyncio.timeout(self.write_timeout):
+                        await resp.write(frame)
+                tick = publisher.tick
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.closing.wait(), self.push_interval)
+                    await asyncio.wait_for(tick.wait(), REFRESH_EVERY)
+        except TimeoutError:
+            self.stalled += 1
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
             self.streams -= 1
+            publisher.unfollow(prog_id)
         return resp
 
 
@@ -271,19 +443,25 @@ def build_app(dashboard: Dashboard) -> web.Application:
 
 
 class WebServer:
-    """Runs the dashboard's aiohttp application on `address`:`port` in a thread of its own."""
+    """Serves the dashboard's aiohttp application on `address`:`port` as a `mondemand.httpserve.Surface`.
+
+    The surface bounds what clients can take (issue 18): headers within
+    `header_timeout`, bodies within `body_timeout`, kept-alive connections
+    without a request closed after `idle_timeout`, at most `max_connections`
+    open (more get a 503 and are closed). An open event stream is a request in
+    flight; `max_streams` bounds those, and a stream whose client does not
+    read a frame within `idle_timeout` is ended.
+    """
 
     def __init__(self, make_dashboard: Callable[[], Dashboard], address: str, port: int,
-                 name: str = "dashboard") -> None:
+                 name: str = "dashboard", limits: Limits | None = None) -> None:
         self.make_dashboard = make_dashboard
         self.address = address
         self.port = port
         self.name = name
+        self.limits = limits or Limits()
         self.dashboard: Dashboard | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
+        self.surface: Surface | None = None
 
     @property
     def url(self) -> str:
@@ -292,47 +470,30 @@ class WebServer:
 
     def start(self, timeout: float = 15.0) -> None:
         """Bind and serve; raises DashboardError when the port cannot be had."""
-        self._thread = threading.Thread(target=self._run, name=f"dashboard-{self.name}", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise DashboardError(f"dashboard HTTP server did not start within {timeout:g} s")
-        if self._error is not None:
-            raise DashboardError(f"cannot serve the dashboard on {self.address}:{self.port}: {self._error}")
+        self.dashboard = self.make_dashboard()
+        self.dashboard.write_timeout = self.limits.idle_timeout
+        surface = Surface(f"dashboard-{self.name}", self.limits, app=build_app(self.dashboard))
+        try:
+            self.port = surface.bind(self.address, self.port)[1]
+            surface.start()
+        except Exception as exc:
+            surface.stop()
+            raise DashboardError(f"cannot serve the dashboard on {self.address}:{self.port}: {exc}") from exc
+        self.surface = surface
 
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        runner: web.AppRunner | None = None
-        try:
-            self.dashboard = self.make_dashboard()
-            runner = web.AppRunner(build_app(self.dashboard), access_log=None, shutdown_timeout=2.0)
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, self.address, self.port, reuse_address=True)
-            loop.run_until_complete(site.start())
-            if runner.addresses:
-                self.port = runner.addresses[0][1]
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            if runner is not None:
-                loop.run_until_complete(runner.cleanup())
-            loop.close()
-            return
-        self._ready.set()
-        try:
-            loop.run_until_complete(self.dashboard.closing.wait())
-        finally:
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
+    def counters(self) -> dict[str, int]:
+        """The port's connection counters (`Surface.counters`)."""
+        return self.surface.counters() if self.surface is not None else {}
 
     def stop(self, timeout: float = 10.0) -> None:
-        """End open streams, close the port and join the thread."""
-        loop, dashboard = self._loop, self.dashboard
-        if loop is not None and dashboard is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(dashboard.closing.set)
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("dashboard HTTP thread did not end within %g s", timeout)
+        """End open streams, close the port and every connection."""
+        surface, dashboard = self.surface, self.dashboard
+        if surface is None:
+            return
+        if dashboard is not None:
+            surface.call_soon(dashboard.closing.set)
+            deadline = time.monotonic() + min(timeout, 2.0)
+            while dashboard.streams and time.monotonic() < deadline:  # let the streams end their responses
+                time.sleep(0.02)
+        surface.stop(timeout)
+        self.surface = None

@@ -140,8 +140,9 @@ def test_the_stream_sends_kept_errors_live_state_and_new_errors_as_they_come(das
         assert resp.headers["Content-Type"].startswith("text/event-stream")
         assert _read_event(resp) == ("log", {**_read_log(dashboard, 1)}, "1")
         event, data, _ = _read_event(resp)
-        assert event == "live" and data["prog_id"] == "shop" and data["series"][0]["value"] == 3
-        assert data["overview"]["processes"][0]["prog_id"] == "shop"
+        assert event == "live" and data["prog_id"] == "shop" and data["series"]["full"]
+        assert data["series"]["upsert"][0]["value"] == 3
+        assert data["processes"]["upsert"][0]["prog_id"] == "shop"
         dashboard.handle(raw(log("second", Priority.WARNING)))
         while True:
             event, data, event_id = _read_event(resp)
@@ -153,6 +154,26 @@ def test_the_stream_sends_kept_errors_live_state_and_new_errors_as_they_come(das
     dashboard.handle(raw(log("third")))
     with urllib.request.urlopen(request, timeout=5) as resp:
         assert [_read_event(resp)[1]["message"] for _ in range(2)] == ["second", "third"]
+
+
+def test_the_stream_sends_only_what_changed_after_its_first_frame(dashboard):
+    """A frame carries the rows that changed since the previous one; the page rebuilds the tables from them."""
+    metrics = [Metric(MetricType.GAUGE, f"m{i}", i) for i in range(50)]
+    dashboard.handle(raw(StatsMsg("shop", "web01", {}, metrics)))
+    with urllib.request.urlopen(dashboard.web.url + "api/stream?prog_id=shop", timeout=5) as resp:
+        event, first, _ = _read_event(resp)
+        assert event == "live" and first["series"]["full"] and len(first["series"]["upsert"]) == 50
+        ids = {row["name"]: row["id"] for row in first["series"]["upsert"]}
+        assert all("age" not in row for row in first["series"]["upsert"])  # the page works ages out from now
+        dashboard.handle(raw(StatsMsg("shop", "web01", {}, [Metric(MetricType.GAUGE, "m7", 700)])))
+        while True:
+            event, frame, _ = _read_event(resp)
+            if event == "live" and frame["series"]["upsert"]:
+                break
+        assert frame["gen"] > first["gen"] and "full" not in frame["series"]
+        assert [(row["name"], row["value"]) for row in frame["series"]["upsert"]] == [("m7", 700)]
+        assert ids["m7"] not in frame["series"]["remove"] and frame["series"]["order"] is None
+        assert len(json.dumps(frame)) < len(json.dumps(first)) / 5
 
 
 def _read_log(backend: DashboardBackend, seq: int) -> dict[str, Any]:
@@ -223,5 +244,33 @@ def test_programs_and_series_with_files_but_no_traffic_are_listed_as_stored(tmp_
         assert (row["name"], row["host"], row["status"], row["value"]) == ("jobs", "old01", "stored", None)
         status, body = get(backend, "/api/history?prog_id=archive&name=jobs&host=old01&kind=gauge")
         assert status == 200 and [c["stat"] for c in body["charts"]] == ["AVG", "MIN", "MAX"]
+    finally:
+        backend.close()
+
+
+def test_a_stream_whose_page_reads_nothing_is_ended_after_idle_timeout(tmp_path):
+    """A client that never reads cannot hold a stream (and its frames) for ever: ended, counted, others served."""
+    backend = make(push_interval="50ms", idle_timeout="1s")
+    backend.start()
+    try:
+        metrics = [Metric(MetricType.GAUGE, f"metric_with_a_long_name_{i:05d}", i) for i in range(4000)]
+        for start in range(0, len(metrics), 500):
+            backend.handle(raw(StatsMsg("shop", "web01", {}, metrics[start:start + 500])))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", backend.web.port))
+        sock.sendall(b"GET /api/stream?prog_id=shop HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
+        deadline = time.monotonic() + 10
+        n = 0
+        while backend.counters().get("stalled_streams", 0) == 0 and time.monotonic() < deadline:
+            n += 1  # every row changes: each frame is about a megabyte, more than the socket buffers hold
+            changed = [Metric(MetricType.GAUGE, m.name, n) for m in metrics]
+            for start in range(0, len(changed), 500):
+                backend.handle(raw(StatsMsg("shop", "web01", {}, changed[start:start + 500])))
+            time.sleep(0.1)
+        counters = backend.counters()
+        assert counters["stalled_streams"] == 1 and counters["streams"] == 0
+        assert get(backend, "/api/overview")[0] == 200
+        sock.close()
     finally:
         backend.close()

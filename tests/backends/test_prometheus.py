@@ -29,7 +29,7 @@ def backend():
 
 
 def scrape(backend: PrometheusBackend) -> dict[tuple[str, tuple], float]:
-    port = backend.httpd.server_address[1]
+    port = backend.bound[1]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     out = {}

@@ -549,10 +549,27 @@
     const status = $("connection");
     stream.addEventListener("open", () => { status.textContent = "live"; status.dataset.state = "open"; });
     stream.addEventListener("error", () => { status.textContent = "reconnecting…"; status.dataset.state = "error"; });
+    // The server sends what changed since its last frame (docs/dashboard.md, "The event stream"):
+    // rows to add or replace, keys that went, the order when it changed; `full` starts the tables afresh.
+    const tables = { processes: { rows: new Map(), order: [] }, series: { rows: new Map(), order: [] } };
+    const apply = (table, delta, key) => {
+      if (delta.full) table.rows = new Map();
+      for (const row of delta.upsert) table.rows.set(String(row[key]), row);
+      for (const gone of delta.remove) table.rows.delete(gone);
+      if (delta.order !== null) table.order = delta.order;
+      return table.order.map((k) => table.rows.get(k)).filter((row) => row !== undefined);
+    };
     stream.addEventListener("live", (ev) => {
       const data = JSON.parse(ev.data);
-      renderOverview(data.overview);
-      if (data.prog_id !== undefined && data.prog_id === view.prog) renderSeries(data.series, data.overview.now);
+      const now = data.now;
+      const processes = apply(tables.processes, data.processes, "prog_id");
+      for (const prog of processes) for (const h of prog.hosts) h.age = Math.max(0, now - h.last_seen);
+      renderOverview({ ...data.overview, processes });
+      if (data.prog_id !== undefined) {
+        const rows = apply(tables.series, data.series, "id");
+        for (const row of rows) row.age = row.received === null ? null : Math.max(0, now - row.received);
+        if (data.prog_id === view.prog) renderSeries(rows, now);
+      }
     });
     stream.addEventListener("log", (ev) => {
       const line = JSON.parse(ev.data);

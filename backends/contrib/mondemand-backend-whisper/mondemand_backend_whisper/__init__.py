@@ -21,12 +21,15 @@ docs/writing-a-backend.md in the mondemand repository walks through this module.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import time
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
 import whisper
+from mondemand.backends.filecache import is_outage
+from mondemand.backends.outage import Outage
 from mondemand.backends.series import (
     CounterRates,
     PathRegistry,
@@ -39,6 +42,7 @@ from mondemand.backends.series import (
     tree_path,
 )
 
+from mondemand.cardinality import CardinalityGuard, CardinalityLimits, cardinality_options, guard_sender
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.messages.stats_fast import CONTEXT, PROG_ID, StatsRecord
@@ -132,6 +136,9 @@ class WhisperBackend(RollupOwner, Backend):
         Option("whitelist", "list", [], help="prog_id globs to store (when set, only these)"),
         Option("blacklist", "list", [], help="prog_id globs never to store"),
         *ROLLUP_OPTIONS,
+        *cardinality_options(per_sender=20_000, per_prog_id=1_000_000, per_datagram=100, per_minute=1000),
+        Option("outage_buffer_points", "int", 1_000_000, minimum=0, maximum=100_000_000,
+               help="points kept (in order) while the file system is full or read-only; beyond, dropped and counted"),
     )  # fmt: skip
 
     def start(self) -> None:
@@ -145,13 +152,26 @@ class WhisperBackend(RollupOwner, Backend):
         self.paths: dict[SeriesKey, Path | None] = {}
         self.rates = CounterRates(delta=self.config["counters"] == "delta")
         self.counts: Counter[str] = Counter()
+        self._last_outage: BaseException | None = None
         self.rollup = self.make_rollup(cfg)
+        #: who may create new files (mondemand.cardinality); `_raw` is the event whose points are being added
+        self.guard = CardinalityGuard(f"whisper backend {self.name}", CardinalityLimits.from_options(cfg), self.log)
+        self._raw: RawEvent | None = None
+        #: (series, points) waiting for the file system to take writes again; sizes are point counts
+        self.outage: Outage[tuple[SeriesKey, list[tuple[int, float]]]] = Outage(
+            max_bytes=int(cfg["outage_buffer_points"]))
 
     def counters(self) -> dict[str, float]:
         values: dict[str, float] = {"series": len(self.paths), "collisions": self.registry.collisions}
         for name in ("points_written", "files_created", "rejected", "errors", "bad_names", "filtered",
-                     "first_counter_reports", "counter_resets"):
+                     "first_counter_reports", "counter_resets", "cardinality"):
             values[name] = self.counts[name]
+        if getattr(self, "guard", None) is not None:
+            values.update(self.guard.counters())
+        if getattr(self, "outage", None) is not None:
+            outage = self.outage.counters()
+            values.update(outage_seconds=outage["outage_seconds"], outages=outage["outages"],
+                          buffered_points=outage["buffered_bytes"], dropped=self.counts["dropped"])
         if getattr(self, "rollup", None) is not None:
             values.update(self.rollup.counters())  # type: ignore[union-attr]
         return values
@@ -176,7 +196,9 @@ class WhisperBackend(RollupOwner, Backend):
             except Exception as exc:  # bad data in this event (e.g. a value no float holds): it alone is dropped
                 self.reject(raw, exc)
                 continue
+            self._raw = raw
             self._add_points(points, pending)
+        self._raw = None
         for key, points in pending.items():
             self._write(key, points)
 
@@ -188,7 +210,13 @@ class WhisperBackend(RollupOwner, Backend):
         return points
 
     def _add_points(self, points: list[SeriesPoint], pending: dict[SeriesKey, list[tuple[int, float]]]) -> None:
+        paths = self.paths
         for key, timestamp, value in points:
+            if key not in paths:
+                self._path(key)
+                if key not in paths:  # a new file the cardinality guard refused: counted, not remembered
+                    self.counts["cardinality"] += 1
+                    continue
             if key.metric_type == "counter":
                 rate = self.rates.step(key, timestamp, value)
                 if isinstance(rate, str):
@@ -198,13 +226,23 @@ class WhisperBackend(RollupOwner, Backend):
             pending.setdefault(key, []).append((timestamp, value))
 
     def flush(self) -> None:
-        """Store the partial minutes that are over."""
+        """Store the partial minutes that are over; retry what a full or read-only file system refused."""
         if self.rollup is not None:
             self._store_minutes(self.rollup.due())
+        if self.outage.items and self.outage.due():
+            self._replay()
 
     def close(self) -> None:
         if self.rollup is not None:
             self._store_minutes(self.rollup.drain())
+        if self.outage.items:
+            self._replay()
+            if self.outage.items:
+                points = self.outage.bytes
+                self.counts["dropped"] += points
+                self.outage.drop_all()
+                self.log.error("%s: the file system still refuses writes at shutdown: %d buffered points dropped",
+                               self.name, points)
 
     def _store_minutes(self, minutes: list[StatsRecord]) -> None:
         pending: dict[SeriesKey, list[tuple[int, float]]] = {}
@@ -231,22 +269,69 @@ class WhisperBackend(RollupOwner, Backend):
             if not _stays_under(rel):
                 self.counts["bad_names"] += 1
                 self.ratelog.error("name", "%s: %s would leave %s; not stored", self.name, rel, self.root)
-            elif self.registry.claim(rel, key):
-                path = self.root.joinpath(*rel.parts)
+            else:
+                full = self.root.joinpath(*rel.parts)
+                if not full.exists() and not self._admit(key):
+                    return None
+                if self.registry.claim(rel, key):
+                    path = full
         self.paths[key] = path
         return path
 
+    def _admit(self, key: SeriesKey) -> bool:
+        """May the event being added create a file for `key`? A rolled-up minute has no sender here."""
+        raw = self._raw
+        if raw is None:
+            return self.guard.admit(None, key.prog_id)
+        return self.guard.admit(guard_sender(raw.sender_ip, raw.listener), key.prog_id, raw)
+
     def _write(self, key: SeriesKey, points: list[tuple[int, float]]) -> None:
+        """Store `points`; during a file-system outage (full, read-only) they queue behind the buffered ones."""
+        if self.outage.active:
+            if not self.outage.add((key, points), len(points)):
+                self.counts["dropped"] += len(points)
+            return
+        if not self._store(key, points):
+            self._buffer_front(key, points)
+            self._outage_began()
+
+    def _buffer_front(self, key: SeriesKey, points: list[tuple[int, float]]) -> None:
+        for _key, lost in self.outage.put_back([(key, points)], [len(points)]):
+            self.counts["dropped"] += len(lost)
+
+    def _outage_began(self) -> None:
+        delay = self.outage.failed()
+        self.ratelog.error("outage", "%s: the file system refuses writes under %s: %s; writes stopped, %d points "
+                           "buffered, retrying in %.1f s", self.name, self.root, self._last_outage,
+                           self.outage.bytes, delay)
+
+    def _replay(self) -> None:
+        """Write the buffered points in arrival order until the file system refuses again."""
+        outage = self.outage
+        while outage.items:
+            [(key, points)] = outage.take(1)
+            if not self._store(key, points):
+                self._buffer_front(key, points)
+                self._outage_began()
+                return
+        outage.succeeded()
+        self.log.info("%s: the file system takes writes again; the buffered points are written", self.name)
+
+    def _store(self, key: SeriesKey, points: list[tuple[int, float]]) -> bool:
+        """Write `points` to `key`'s file; False (nothing lost yet) when the file system is in an outage."""
         path = self._path(key)
         if path is None:
             self.counts["rejected"] += len(points)
-            return
+            return True
+        created = False
         try:
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
+                created = True
                 whisper.create(str(path), self.archives, xFilesFactor=self.config["x_files_factor"],
                                aggregationMethod=aggregation_method(key, self.config["counters"]),
                                sparse=self.config["sparse"])  # fmt: skip
+                created = False
                 self.counts["files_created"] += 1
             oldest = int(time.time()) - self.archives[-1][0] * self.archives[-1][1]
             kept = [p for p in points if p[0] > oldest]
@@ -258,9 +343,16 @@ class WhisperBackend(RollupOwner, Backend):
             whisper.update_many(str(path), kept)
             self.counts["points_written"] += len(kept)
         except (OSError, ValueError, struct.error, whisper.WhisperException) as exc:
-            # One bad file (corrupt, unreadable, disk full) must not cost the rest of the batch.
+            if is_outage(exc):
+                if created:  # a file cut short by the full disk would be refused ever after: made again later
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                self._last_outage = exc
+                return False
+            # One bad file (corrupt, unreadable) must not cost the rest of the batch.
             self.counts["errors"] += 1
             self.ratelog.error("write", "%s: writing %s failed: %s", self.name, path, exc)
+        return True
 
 
 @hookimpl
