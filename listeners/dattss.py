@@ -97,6 +97,8 @@ class DattssListener(Listener):
     """Take DaTtSs partials over HTTP as the key's tenant's StatsMsg partials."""
 
     type_name = "dattss"
+    #: Takes tenants' keys: without TLS off loopback, loading warns (docs/service.md).
+    carries_keys = True
     options = (
         Option("address", "str", "127.0.0.1", help="address to listen on (loopback by default)"),
         Option("port", "port", 20605, help="TCP port; 0 picks a free one"),
@@ -249,9 +251,10 @@ class DattssListener(Listener):
         return self._bound if self._bound is not None else (self.address, self.port)
 
     def describe(self) -> str:
-        """http://host:port"""
+        """http://host:port (https with tls_certificate)"""
         host, port = self.bound_address
-        return f"http://{host}:{port}"
+        scheme = "https" if self.limits.tls_certificate else "http"
+        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
     def counters(self) -> dict[str, float]:
         """received, partials, bad_request, unauthorized, over_quota, too_large, errors, process_polls, processes."""

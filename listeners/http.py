@@ -54,6 +54,8 @@ class LwesHttpListener(Listener):
     """Accept LWES events POSTed over HTTP to /tcp or /events, one event per body."""
 
     type_name = "lwes-http"
+    #: Takes tenants' keys: without TLS off loopback, loading warns (docs/service.md).
+    carries_keys = True
     options = (
         Option("address", "str", "127.0.0.1", help="address to listen on (loopback by default)"),
         Option("port", "port", 20603, help="TCP port; 0 picks a free one"),
@@ -226,9 +228,10 @@ class LwesHttpListener(Listener):
         return self._bound if self._bound is not None else (self.address, self.port)
 
     def describe(self) -> str:
-        """http://host:port"""
+        """http://host:port (https with tls_certificate)"""
         host, port = self.bound_address
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        scheme = "https" if self.limits.tls_certificate else "http"
+        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
     def counters(self) -> dict[str, float]:
         """received (bodies read), malformed, errors, bytes, too_large (413); with tenants also

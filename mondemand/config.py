@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mondemand.httplimits import limit_options
+from mondemand.httplimits import check_tls, is_loopback, limit_options
 from mondemand.options import DAY, GIB, TIB, Option, parse_options, split_list
 from mondemand.plugins import PluginHost
 from mondemand.portcheck import udp_conflicts
@@ -153,6 +153,9 @@ class _Loader:
         values, problems = parse_options(schema, raw)
         for p in problems:
             self.problem(section, p.key, p.message)
+        if "tls_certificate" in values or "tls_key" in values:  # an HTTP surface (mondemand/httplimits.py)
+            for key, message in check_tls(values, self.path.parent.resolve()):
+                self.problem(section, key, message)
         return values
 
     def load(self) -> ServerConfig:
@@ -225,11 +228,26 @@ class _Loader:
                 if rule not in sections.get("alert", {}):
                     self.problem(f"tenant:{name}", "alert_rules", f"no [alert:{rule}] section")
         if tenants:
+            warnings += self.check_clear_keys(http, listeners, backends)
             _table, problems = build_table(tenants)
             self.problems += [f"{self.path.name}: {p}" for p in problems]
         if self.problems:
             raise ConfigError(self.problems)
         return ServerConfig(self.path, server, http, listeners, backends, routes, warnings, sections, tenants)
+
+    def check_clear_keys(self, http: dict[str, Any] | None, listeners: dict[str, PluginSection],
+                         backends: dict[str, PluginSection]) -> list[str]:
+        """Warnings for surfaces that take keys (`carries_keys`, the status port) in plain HTTP off loopback."""
+        surfaces = [("http", http)] if http is not None else []
+        surfaces += [(f"{p.kind}:{n}", p.options) for group in (listeners, backends) for n, p in group.items()
+                     if getattr(p.cls, "carries_keys", False)]
+        found = []
+        for section, options in surfaces:
+            address = str(options.get("address") or "")
+            if "tls_certificate" in options and not options["tls_certificate"] and not is_loopback(address):
+                found.append(f"{self.path.name}: [{section}] listens on {address} without TLS (tls_certificate) "
+                             "while tenants' keys cross it in clear text")
+        return found
 
     def tenant_section(self, section: str, name: str) -> TenantSpec | None:
         """A `[tenant:NAME]` section: its options, its inline key hashes and its keys file (read to check it)."""

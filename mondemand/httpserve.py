@@ -14,6 +14,8 @@ connection on one loop and bounds what a client can take:
   after this long (also a client that does not read its answer);
 - `max_connections`: connections beyond it are answered 503 and closed at once
   (`refused`), so that the port never takes the descriptors file backends need;
+- `tls_certificate`: the port speaks HTTPS (`httplimits.tls_context`); a TLS handshake must end within
+  `header_timeout`, and until it has the connection counts against `max_connections`;
 - blocking work (plugin handlers, worker proxies, `/status`) runs in a thread
   pool of `pool_size` threads with a bounded backlog (`run_blocking`), never on
   the loop; a full backlog is answered 503 with Retry-After.
@@ -27,6 +29,7 @@ import contextlib
 import logging
 import math
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -37,7 +40,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server as _AioServer
 
-from mondemand.httplimits import Limits
+from mondemand.httplimits import Limits, tls_context
 
 log = logging.getLogger("mondemand.http")
 
@@ -47,6 +50,9 @@ SWEEP_INTERVAL = 0.25
 BACKLOG_PER_THREAD = 4
 #: At most one log line about refused connections per surface in this many seconds.
 REFUSE_LOG_INTERVAL = 10.0
+#: Seconds past header_timeout after which a connection whose TLS handshake never ended is forgotten
+#: (asyncio aborts the handshake at header_timeout but does not tell the protocol).
+HANDSHAKE_GRACE = 1.0
 #: Seconds aiohttp keeps reading (and dropping) an unread request body before it closes.
 LINGERING_TIME = 2.0
 
@@ -88,7 +94,9 @@ class _Connection(RequestHandler):
         self.deadline_is_idle = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.surface._connections.add(self)
+        if self not in self.surface._connections:  # a handshake that ended after the sweeper gave up on it
+            self.surface._connections.add(self)
+            self.surface._active += 1
         super().connection_made(transport)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -119,7 +127,10 @@ class _GuardedServer(_AioServer):
             return _Refuse()
         surface._active += 1
         surface.accepted += 1
-        return _Connection(surface, self, loop=self._loop, **self._kwargs)
+        conn = _Connection(surface, self, loop=self._loop, **self._kwargs)
+        # Tracked from now: over TLS, connection_made comes only after the handshake (if ever).
+        surface._connections.add(conn)
+        return conn
 
 
 class Surface:
@@ -150,6 +161,7 @@ class Surface:
         self._last_refuse_log = -math.inf
         self._refused_unlogged = 0
         self._sock: socket.socket | None = None
+        self._tls: ssl.SSLContext | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -158,7 +170,10 @@ class Surface:
     # -- lifecycle ------------------------------------------------------------
 
     def bind(self, address: str, port: int) -> tuple[str, int]:
-        """Bind and listen (IPv6 when the address has a colon); returns (host, port). Raises OSError."""
+        """Bind and listen (IPv6 when the address has a colon); returns (host, port). Raises OSError, also for
+        a TLS certificate or key that cannot be loaded."""
+        if self.limits.tls_certificate:
+            self._tls = tls_context(self.limits.tls_certificate, self.limits.tls_key)
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -237,7 +252,10 @@ class Surface:
                                 lingering_time=min(LINGERING_TIME, self.limits.body_timeout), access_log=None,
                                 handler_cancellation=True, **extra)
         assert self._sock is not None
-        listening = await loop.create_server(server, sock=self._sock, backlog=min(socket.SOMAXCONN, 1024))
+        tls: dict[str, Any] = {}
+        if self._tls is not None:
+            tls = {"ssl": self._tls, "ssl_handshake_timeout": self.limits.header_timeout}
+        listening = await loop.create_server(server, sock=self._sock, backlog=min(socket.SOMAXCONN, 1024), **tls)
         sweeper = asyncio.ensure_future(self._sweep())
         ready.set()
         try:
@@ -259,7 +277,12 @@ class Surface:
             await asyncio.sleep(SWEEP_INTERVAL)
             now = asyncio.get_running_loop().time()
             for conn in list(self._connections):
-                if conn.busy or now < conn.deadline or conn.transport is None:
+                if conn.transport is None:  # a TLS handshake in progress, or one that failed unseen
+                    if now >= conn.deadline + HANDSHAKE_GRACE:
+                        self._connections.discard(conn)
+                        self._active -= 1
+                    continue
+                if conn.busy or now < conn.deadline:
                     continue
                 if conn.deadline_is_idle:
                     self.idle_closed += 1
@@ -288,6 +311,11 @@ class Surface:
             self._refused_unlogged = 0
         else:
             self._refused_unlogged += 1
+
+    @property
+    def scheme(self) -> str:
+        """`https` when the port serves TLS, else `http` (for log lines and links)."""
+        return "https" if self.limits.tls_certificate else "http"
 
     # -- requests -------------------------------------------------------------
 

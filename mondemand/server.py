@@ -331,7 +331,7 @@ class Server:
             raise ServerStartError(f"[http] cannot listen on {address}:{port}: {exc}") from exc
         self.http = surface  # before start: its handler uses it as soon as a request arrives
         surface.start()
-        log.info("status on http://%s:%s/status", host, bound)
+        log.info("status on %s://%s:%s/status", surface.scheme, host, bound)
 
     async def _handle_http(self, request: Any) -> Any:
         """One GET on the status port; everything that may block runs on the surface's bounded pool."""

@@ -70,6 +70,8 @@ class DashboardBackend(Backend):
     """Keep a live view of StatsMsg and LogMsg traffic and serve it as a web page."""
 
     type_name = "dashboard"
+    #: Takes tenants' keys: without TLS off loopback, loading warns (docs/service.md).
+    carries_keys = True
     needs = "message"
     requires_modules = ("aiohttp",)  # the `web` extra
     options = (

@@ -103,7 +103,9 @@ class TenantDashboards:
             del self.sessions[next(iter(self.sessions))]
         self.sessions[token] = (tenant, admin, now + SESSION_TTL, "" if admin else tenant)
         response = web.HTTPSeeOther("/")
-        response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/", max_age=int(SESSION_TTL))
+        # Secure over HTTPS: the browser then never sends the session over plain HTTP.
+        response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/", max_age=int(SESSION_TTL),
+                            secure=request.secure)
         return response
 
     async def logout(self, request: web.Request) -> web.Response:

@@ -466,7 +466,8 @@ class WebServer:
     @property
     def url(self) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{host}:{self.port}/"
+        scheme = "https" if self.limits.tls_certificate else "http"
+        return f"{scheme}://{host}:{self.port}/"
 
     def start(self, timeout: float = 15.0) -> None:
         """Bind and serve; raises DashboardError when the port cannot be had."""

@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -38,8 +39,24 @@ def all_keys() -> list[str]:
 class ServiceServer:
     """mondemand-server on a service-mode config written into `tmp` (data under tmp/data, keys under tmp/keys)."""
 
-    def __init__(self, tmp: Path, extra_backends: str = "", extra_routes: str = "", workers: bool = True) -> None:
+    def __init__(self, tmp: Path, extra_backends: str = "", extra_routes: str = "", workers: bool = True,
+                 tls: bool = False) -> None:
         self.tmp = tmp
+        #: With `tls`: the status port and both HTTP listeners serve HTTPS with a certificate of a CA made here.
+        self.scheme = "https" if tls else "http"
+        self.client_tls: ssl.SSLContext | None = None
+        tls_lines = ""
+        if tls:
+            import trustme
+
+            ca = trustme.CA()
+            (tmp / "tls").mkdir()
+            cert = ca.issue_cert("127.0.0.1", "localhost")
+            cert.cert_chain_pems[0].write_to_path(str(tmp / "tls" / "server.pem"))
+            cert.private_key_pem.write_to_path(str(tmp / "tls" / "server.key"))
+            ca.cert_pem.write_to_path(str(tmp / "tls" / "ca.pem"))
+            self.client_tls = ssl.create_default_context(cafile=str(tmp / "tls" / "ca.pem"))
+            tls_lines = "tls_certificate = tls/server.pem\ntls_key = tls/server.key\n"
         self.data = tmp / "data"
         keys = tmp / "keys"
         keys.mkdir()
@@ -62,7 +79,7 @@ workers = {"true" if workers else "false"}
 [http]
 address = 127.0.0.1
 port = {self.http}
-
+{tls_lines}
 [tenant:acme]
 keys_file = keys/acme.keys
 alert_rules = queue
@@ -89,12 +106,12 @@ signature_window = 30s
 type = dattss
 address = 127.0.0.1
 port = {self.dattss}
-
+{tls_lines}
 [listener:ingest]
 type = lwes-http
 address = 127.0.0.1
 port = {self.ingest}
-
+{tls_lines}
 [backend:agg]
 type = agg
 interval = 1s
@@ -166,7 +183,7 @@ backends = logs
             hdrs["Authorization"] = f"Bearer {key}"
         req = urllib.request.Request(url, data=body, method=method, headers=hdrs)
         try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
+            with urllib.request.urlopen(req, timeout=5, context=self.client_tls) as resp:
                 status, answer, text = resp.status, dict(resp.headers), resp.read().decode()
         except urllib.error.HTTPError as exc:
             status, answer, text = exc.code, dict(exc.headers), exc.read().decode()
@@ -174,7 +191,7 @@ backends = logs
         return status, answer, text
 
     def status(self) -> dict[str, Any]:
-        status, _, text = self.request(f"http://127.0.0.1:{self.http}/status", key=ADMIN)
+        status, _, text = self.request(f"{self.scheme}://127.0.0.1:{self.http}/status", key=ADMIN)
         if status != 200:
             raise OSError(f"/status answered {status}")
         return json.loads(text)
