@@ -30,6 +30,7 @@ from mondemand.hookspecs import hookimpl
 from mondemand.messages import StatsMsg
 from mondemand.options import DAY, Option, SectionProblem
 from mondemand.plugin_api import Backend
+from mondemand.tenancy import tenant_of
 
 from .alert_rules import NOT_SEEN, STATS, Rule, RuleError, RuleState, Transition, rule_from_options, series_key
 from .alert_silences import SILENCES_FILE, Silences
@@ -112,9 +113,12 @@ def check_alert_sections(
     return problems, rules, notifiers
 
 
-def payload(transition: Transition, server: str) -> dict[str, Any]:
-    """The JSON document a notifier sends for `transition`; wire strings escaped (`notifiers.escape_text`)."""
-    return clean_payload({
+def payload(transition: Transition, server: str, tenant: str = "") -> dict[str, Any]:
+    """The JSON document a notifier sends for `transition`; wire strings escaped (`notifiers.escape_text`).
+
+    In service mode a tenant's alerts copy adds `tenant`, so that a rule and notifier shared by several
+    tenants still say whose series fired."""
+    document = clean_payload({
         "alert": transition.rule,
         "state": transition.state,
         "previous": transition.previous,
@@ -128,6 +132,9 @@ def payload(transition: Transition, server: str) -> dict[str, Any]:
         "since": round(transition.since, 3),
         "server": server,
     })
+    if tenant:
+        document["tenant"] = tenant  # a configured [tenant:NAME]: no wire text to escape
+    return document
 
 
 def _iso(t: float | None) -> str | None:
@@ -272,7 +279,7 @@ class AlertsBackend(Backend):
         """Persist (on any change, or new series at a periodic flush), then queue the notifications."""
         outgoing = []
         for transition in transitions:
-            document = payload(transition, self.context.hostname)
+            document = payload(transition, self.context.hostname, tenant_of(self.name))
             key = series_key(transition.labels)
             muted = self.silences.mutes(transition.rule, key, transition.state, transition.repeat, transition.since,
                                         transition.time)

@@ -147,6 +147,12 @@ NOTIFIER_OPTIONS = (
 _COMMON = {"type", "retries", "retry_delay", "retry_max", "timeout", "queue_size"}
 
 
+def subject_of(payload: Mapping[str, Any]) -> str:
+    """`ALERT: SUMMARY`, led by `[TENANT]` in service mode (a notifier shared by tenants tells them apart)."""
+    tenant = f"[{payload['tenant']}] " if payload.get("tenant") else ""
+    return f"{tenant}{payload['alert']}: {payload['summary']}"
+
+
 class NotifierError(Exception):
     """One delivery attempt failed; the message says why."""
 
@@ -222,12 +228,13 @@ class SmtpNotifier(Notifier):
         prefix = opts.get("subject_prefix") or "[mondemand]"
         state = "REMINDER" if payload.get("repeat") else str(payload["state"]).upper()
         msg = EmailMessage()
-        msg["Subject"] = f"{prefix} {state} {payload['alert']}: {payload['summary']}"
+        msg["Subject"] = f"{prefix} {state} {subject_of(payload)}"
         msg["From"] = opts["from"]
         msg["To"] = ", ".join(opts["to"])
         msg["Date"] = formatdate(localtime=False)
         msg["Message-ID"] = make_msgid(domain="mondemand")
-        lines = [str(payload["summary"]), "", f"alert: {payload['alert']}", f"state: {payload['state']}",
+        tenant = [f"tenant: {payload['tenant']}"] if payload.get("tenant") else []
+        lines = [str(payload["summary"]), "", *tenant, f"alert: {payload['alert']}", f"state: {payload['state']}",
                  f"time: {payload['time_iso']}", f"server: {payload.get('server', '')}", "",
                  json.dumps(payload, indent=1, sort_keys=True, default=str)]
         msg.set_content("\n".join(lines) + "\n")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .alert_rules import RuleError
-from .notifiers import Notifier, NotifierError
+from .notifiers import Notifier, NotifierError, subject_of
 
 __all__ = ["AppriseNotifier"]
 
@@ -47,7 +47,7 @@ class AppriseNotifier(Notifier):
 
     def send(self, payload: Mapping[str, Any]) -> None:
         state = "REMINDER" if payload.get("repeat") else str(payload["state"]).upper()
-        title = f"{state} {payload['alert']}: {payload['summary']}"
+        title = f"{state} {subject_of(payload)}"
         body = f"{payload['summary']}\n\n{json.dumps(payload, indent=1, sort_keys=True, default=str)}"
         kind = self._apprise.NotifyType.FAILURE if payload["state"] == "firing" else self._apprise.NotifyType.SUCCESS
         if not self.apprise.notify(title=title, body=body, notify_type=kind):

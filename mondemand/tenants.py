@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -186,6 +187,9 @@ class Tenants:
         self._series: dict[str, dict[Any, float]] = {name: {} for name in specs}
         #: Per tenant: events refused over a quota.
         self.over_quota: dict[str, int] = dict.fromkeys(specs, 0)
+        #: The server's own admin key, random per start and known only to its processes (the workers inherit it):
+        #: the dashboard reads the alerts documents on the status port with it. Never written anywhere.
+        self._internal_key = secrets.token_urlsafe(32)
 
     @property
     def names(self) -> list[str]:
@@ -200,9 +204,19 @@ class Tenants:
         return found[0] if found is not None else None
 
     def is_admin(self, key: str | None) -> bool:
-        """True for a key of a tenant with `admin = true`."""
+        """True for a key of a tenant with `admin = true`, or the server's internal key."""
+        if self.is_internal(key):
+            return True
         tenant = self.authenticate(key)
         return tenant is not None and self.specs[tenant].admin
+
+    def is_internal(self, key: str | None) -> bool:
+        """True for the server's internal key (`internal_key`)."""
+        return bool(key) and hmac.compare_digest(str(key).encode(), self._internal_key.encode())
+
+    def internal_key(self) -> str:
+        """The key this server's own processes present to its status port (the dashboard's alert view)."""
+        return self._internal_key
 
     def secret(self, kid: str) -> tuple[str, bytes] | None:
         """(tenant, HMAC secret) of a key id, or None."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import urllib.parse
 from collections.abc import Mapping
 from datetime import UTC, tzinfo
 from pathlib import Path
@@ -117,12 +118,7 @@ class DashboardBackend(Backend):
 
         cfg = self.config
         self._pruned = time.monotonic()
-        alerts = None
-        if cfg["alerts_url"] and self.context.tenants is None:  # with tenants the alerts document needs a key
-            from .alerts_view import AlertsLink
-
-            state_file = cfg["alerts_state_file"]
-            alerts = AlertsLink(cfg["alerts_url"], (self.context.config_dir / state_file) if state_file else None)
+        links: dict[str, Any] = {}
         #: One LiveState (and history) per tenant in service mode ("" = events without a tenant).
         self.states: dict[str, LiveState] = {}
         self.histories: dict[str, History | None] = {}
@@ -130,7 +126,7 @@ class DashboardBackend(Backend):
         def dashboard_of(tenant: str) -> Dashboard:
             return Dashboard(self._state(tenant), self.histories[tenant], title=cfg["title"],
                              push_interval=float(cfg["push_interval"]), max_streams=int(cfg["max_streams"]),
-                             counters=self.counters, alerts=alerts if not tenant else None)
+                             counters=self.counters, alerts=self._alerts_link(tenant, links))
 
         self.state = self._state("")
         self.history = self.histories[""]
@@ -145,6 +141,32 @@ class DashboardBackend(Backend):
         self.web = WebServer(make, cfg["address"], int(cfg["port"]), self.name, Limits.from_options(cfg))
         self.web.start()
         self.log.info("dashboard at %s", self.web.url)
+
+    def _alerts_link(self, tenant: str, links: dict[str, Any]) -> Any:
+        """The tenant's AlertsLink ("" = the original alerts backend), None without `alerts_url`.
+
+        In service mode a tenant's alerts copy serves its document under `/tenant/TENANT` on the status port,
+        keeps its silences beside its own state file (mondemand/tenancy.py), and the status port wants a key:
+        the link presents the server's internal one, so no user's key is kept or sent by the dashboard."""
+        cfg = self.config
+        if not cfg["alerts_url"]:
+            return None
+        if tenant not in links:
+            from mondemand.tenancy import tenant_options
+
+            from .alerts_view import AlertsLink
+
+            url = cfg["alerts_url"]
+            state_file = cfg["alerts_state_file"]
+            if tenant:
+                parts = urllib.parse.urlsplit(url)
+                url = urllib.parse.urlunsplit(parts._replace(path=f"/tenant/{tenant}{parts.path or '/alerts'}"))
+                state_file = tenant_options({"state_file": state_file}, tenant)["state_file"]
+            tenants = self.context.tenants
+            links[tenant] = AlertsLink(url, (self.context.config_dir / state_file) if state_file else None,
+                                       key=tenants.internal_key() if tenants is not None else None,
+                                       cafile=cfg["tls_certificate"] or None)
+        return links[tenant]
 
     def _state(self, tenant: str) -> LiveState:
         """The tenant's LiveState and history, made on first use."""

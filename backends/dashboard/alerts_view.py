@@ -13,6 +13,7 @@ with names of its own.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -38,15 +39,26 @@ class AlertsViewError(ValueError):
 class AlertsLink:
     """Where the alerts state is read (`url`) and where silences are written (`state_file`'s directory)."""
 
-    def __init__(self, url: str, state_file: Path | None, timeout: float = 3.0) -> None:
+    def __init__(self, url: str, state_file: Path | None, timeout: float = 3.0, *, key: str | None = None,
+                 cafile: str | None = None) -> None:
         self.url = url
         self.silences_path = state_file.with_name(SILENCES_FILE) if state_file is not None else None
         self.timeout = timeout
+        #: Service mode: the server's internal key (the status port wants an admin key), sent as Bearer.
+        self.key = key
+        #: An https `url`: trusted besides the system's CAs (the server's own certificate, self-signed or not).
+        self.tls: ssl.SSLContext | None = None
+        if url.startswith("https:"):
+            self.tls = ssl.create_default_context()
+            if cafile:
+                self.tls.load_verify_locations(cafile)
+                self.tls.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a leaf certificate as its own anchor
 
     def document(self) -> dict[str, Any]:
         """The alerts backend's `/alerts` document; AlertsViewError (502) when it cannot be read."""
+        request = urllib.request.Request(self.url, headers={"Authorization": f"Bearer {self.key}"} if self.key else {})
         try:
-            with urllib.request.urlopen(self.url, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self.tls) as resp:
                 data = json.load(resp)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise AlertsViewError(f"cannot read {self.url}: {exc}", 502) from None

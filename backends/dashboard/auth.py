@@ -55,6 +55,8 @@ class TenantDashboards:
         self.sessions: dict[str, tuple[str, bool, float, str]] = {}  # token -> (tenant, admin, expiry, view)
         self.logins = 0
         self.refused_logins = 0
+        #: Seconds a stream may wait for its client (WebServer sets it before any view exists).
+        self.write_timeout = 30.0
 
     @property
     def requests(self) -> int:
@@ -66,12 +68,18 @@ class TenantDashboards:
         """Open event streams of every view."""
         return sum(v.streams for v in self.views.values())
 
+    @property
+    def stalled(self) -> int:
+        """Streams ended by every view because their client read nothing for write_timeout."""
+        return sum(v.stalled for v in self.views.values())
+
     def view(self, tenant: str) -> Any:
         """The tenant's Dashboard ("" = events without a tenant)."""
         found = self.views.get(tenant)
         if found is None:
             found = self.views[tenant] = self.make(tenant)
             found.closing = self.closing
+            found.write_timeout = self.write_timeout
         return found
 
     def add_routes(self, app: web.Application) -> None:

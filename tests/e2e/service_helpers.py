@@ -145,7 +145,7 @@ window = 1s
 [alert:orders]
 metric = shop:orders
 above = 1000
-{extra_backends}
+{extra_backends.replace("@HTTP_PORT@", str(self.http))}
 [route:stats]
 events = MonDemand::StatsMsg
 backends = agg, stats, rrd, alerts

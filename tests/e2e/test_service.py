@@ -275,3 +275,43 @@ def test_without_worker_processes_each_tenant_keeps_its_own_agg_too(tmp_path):
     acme, globex = files_text(server.data / "stats" / "acme"), files_text(server.data / "stats" / "globex")
     assert "\tall\tshop\tsum\tqueue\t40\t" in acme and "4000" not in acme
     assert "\tall\tshop\tsum\tqueue\t4000\t" in globex and "\t40\t" not in globex
+
+
+def test_a_notification_shared_by_two_tenants_names_the_tenant(tmp_path):
+    from tests.backends.alert_helpers import WebhookReceiver, smtp_server
+
+    with WebhookReceiver() as hook, smtp_server() as (smtp_port, mails):
+        # globex and tiny evaluate every rule (no alert_rules): one rule and two notifiers serve both.
+        srv = ServiceServer(tmp_path, extra_backends=f"""
+[alert:shared]
+metric = shop:depth
+above = 1
+notify = hook, mail
+
+[notifier:hook]
+type = webhook
+url = {hook.url}
+retry_delay = 100ms
+
+[notifier:mail]
+type = smtp
+host = 127.0.0.1
+port = {smtp_port}
+from = mondemand@example.org
+to = ops@example.org
+""")
+        try:
+            for tenant in ("globex", "tiny"):
+                send(sign(gauge_event("shop", "depth", 9), tenant, KEYS[tenant]["secret"].encode()), srv.udp)
+            wait_for(lambda: len(hook.received) == 2 and len(mails) == 2, what="two webhooks and two mails")
+        finally:
+            assert srv.stop() == 0, srv.log()
+    assert sorted(doc["tenant"] for doc in hook.received) == ["globex", "tiny"]
+    assert {doc["alert"] for doc in hook.received} == {"shared"}
+    subjects = sorted(str(msg["Subject"]).strip() for _, _, msg in mails)
+    assert [s.split(": ")[0] for s in subjects] == ["[mondemand] FIRING [globex] shared",
+                                                    "[mondemand] FIRING [tiny] shared"]
+    bodies = [msg.get_content() for _, _, msg in mails]
+    assert sorted(line for body in bodies for line in body.splitlines() if line.startswith("tenant: ")) == \
+        ["tenant: globex", "tenant: tiny"]
+    assert all(key not in json.dumps(hook.received) + "".join(bodies) for key in all_keys())

@@ -4,11 +4,14 @@ Two tenants send the same prog_id and gauge (acme 500, globex 5) over signed
 UDP. Without a session the page sends the browser to the login form; acme's
 key shows acme's 500 and never globex's 5, globex's key the reverse; a wrong
 key is refused; the admin key sees either tenant with `?tenant=`. The session
-cookie is HttpOnly and SameSite=Strict and holds no key.
+cookie is HttpOnly and SameSite=Strict and holds no key. The alert view shows
+each tenant its own alerts copy's rules and series (acme's one rule, queue at
+500; globex's two, queue at 5), and a silence lands in the tenant's own folder.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import urllib.parse
 
@@ -32,6 +35,8 @@ type = dashboard
 address = 127.0.0.1
 port = {port}
 push_interval = 100ms
+alerts_url = http://127.0.0.1:@HTTP_PORT@/alerts
+alerts_state_file = {tmp_path / "data" / "alerts.json"}
 """, extra_routes="""
 [route:dashboard]
 events = MonDemand::StatsMsg, MonDemand::LogMsg
@@ -121,3 +126,66 @@ def test_api_without_a_session_is_401_and_login_sets_a_strict_httponly_cookie(se
     text = overview.read().decode()
     assert overview.status == 200 and '"shop"' in text and all(k not in text for k in all_keys())
     conn.close()
+
+
+def login(port: int, key: str) -> str:
+    """The `md_session=TOKEN` cookie of a login with `key`."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("POST", "/login", body=urllib.parse.urlencode({"key": key}).encode(),
+                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    answer = conn.getresponse()
+    answer.read()
+    conn.close()
+    assert answer.status == 303
+    return answer.getheader("Set-Cookie").split(";", 1)[0]
+
+
+def alerts_doc(server, port: int, cookie: str, query: str = "") -> dict:
+    status, _, text = server.request(f"http://127.0.0.1:{port}/api/alerts{query}", headers={"Cookie": cookie})
+    assert status == 200, text
+    return json.loads(text)
+
+
+def queue_series(doc: dict) -> set[float]:
+    return {s["value"] for s in doc["rules"]["queue"]["series"]}
+
+
+def test_the_alert_view_shows_each_tenant_its_own_alerts(served):
+    server, port = served
+    acme, globex = login(port, KEYS["acme"]["bearer"]), login(port, KEYS["globex"]["bearer"])
+    doc = wait_for(lambda: queue_series(d := alerts_doc(server, port, acme)) and d, what="acme's alerts")
+    assert set(doc["rules"]) == {"queue"} and queue_series(doc) == {500.0}  # acme's alert_rules, its own value
+    doc = wait_for(lambda: queue_series(d := alerts_doc(server, port, globex)) and d,
+                   what="globex's alerts")
+    assert set(doc["rules"]) == {"queue", "orders"} and queue_series(doc) == {5.0}
+    admin = login(port, ADMIN)
+    assert queue_series(alerts_doc(server, port, admin, "?tenant=acme")) == {500.0}
+    assert queue_series(alerts_doc(server, port, admin, "?tenant=")) == set()  # no event came without a tenant
+    status, _, _ = server.request(f"http://127.0.0.1:{port}/api/alerts")
+    assert status == 401
+
+    # A silence from acme's session lands beside acme's alerts state, read by acme's copy only.
+    status, _, text = server.request(f"http://127.0.0.1:{port}/api/alerts/silence", method="POST",
+                                     body=json.dumps({"rule": "queue", "series": None, "seconds": 600}).encode(),
+                                     headers={"Cookie": acme, "Content-Type": "application/json"})
+    assert status == 200, text
+    assert (server.data / "acme" / "silences.json").exists()
+    assert not (server.data / "globex" / "silences.json").exists() and not (server.data / "silences.json").exists()
+    doc = wait_for(lambda: (d := alerts_doc(server, port, acme))["silences"]["silences"] and d, what="the silence")
+    assert [x["rule"] for x in doc["silences"]["silences"]] == ["queue"]
+    assert not alerts_doc(server, port, globex)["silences"]["silences"]
+
+    # The page renders acme's rules, in a real browser.
+    driver = scenario.chromium()
+    try:
+        sign_in(driver, port, KEYS["acme"]["bearer"])
+        rows = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#alert-rules tbody tr"), what="acme's rules")
+        assert [row.get_attribute("data-rule") for row in rows] == ["queue"]
+        assert rows[0].get_attribute("data-silenced") == "true"
+        assert all(key not in driver.page_source for key in all_keys())
+    finally:
+        driver.quit()
+    assert all(key not in answer for answer in server.answers for key in all_keys())
+    assert "Bearer" not in server.log()
