@@ -76,6 +76,8 @@ class PrometheusBackend(Backend):
     """Keep the latest value of each StatsMsg series and serve them to Prometheus."""
 
     type_name = "prometheus"
+    #: In service mode /metrics wants an admin key: loading warns when that crosses a non-loopback port in clear.
+    carries_keys = True
     needs = "message"
     options = (
         Option("address", "str", "127.0.0.1", help="address of the /metrics HTTP server"),
@@ -108,7 +110,8 @@ class PrometheusBackend(Backend):
         self.surface = Surface(f"prometheus-{self.name}", Limits.from_options(self.config), self._http, pool_size=2)
         self.bound = self.surface.bind(str(self.config["address"]).strip("[]"), int(self.config["port"]))
         self.surface.start()
-        self.log.info("prometheus backend %s: metrics on http://%s:%s/metrics", self.name, *self.bound)
+        self.log.info("prometheus backend %s: metrics on %s://%s:%s/metrics", self.name, self.surface.scheme,
+                      *self.bound)
 
     async def _http(self, request: Any) -> Any:
         """GET /metrics (or /): the text exposition, made on the surface's pool (it takes the lock)."""
@@ -118,6 +121,12 @@ class PrometheusBackend(Backend):
             return web.json_response({"error": "GET /metrics"}, status=405)
         if request.path not in ("/metrics", "/"):
             return web.json_response({"error": "not found: GET /metrics"}, status=404)
+        tenants = self.context.tenants
+        if tenants is not None:  # every tenant's series are here: an admin key only (Prometheus' authorization)
+            from mondemand.httpserve import request_key, unauthorized
+
+            if not tenants.is_admin(request_key(request)):
+                return unauthorized("an admin key")
         body = await self.surface.run_blocking(generate_latest, self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -142,11 +151,13 @@ class PrometheusBackend(Backend):
             out = self._names[name] = metric_name(self.prefix + name)
         return out
 
-    def _label_set(self, msg: StatsMsg) -> Labels:
-        key = (msg.prog_id, msg.host, tuple(sorted(msg.context.items())))
+    def _label_set(self, msg: StatsMsg, tenant: str | None) -> Labels:
+        key = (msg.prog_id, msg.host, tuple(sorted(msg.context.items())), tenant)
         labels = self._labels.get(key)
         if labels is None:
             pairs = {"prog_id": _text(msg.prog_id), "host": _text(msg.host)}
+            if tenant is not None:  # service mode: every series says whose it is ("" = no tenant)
+                pairs["tenant"] = tenant
             for k, v in key[2]:
                 name = label_name(k)
                 if name in RESERVED_LABELS or name in pairs:
@@ -159,22 +170,23 @@ class PrometheusBackend(Backend):
 
     def handle(self, batch: list[RawEvent]) -> None:
         now = time.monotonic()
+        service = self.context.tenants is not None
         with self.lock:
             for raw in batch:
                 msg = raw.message
                 if not isinstance(msg, StatsMsg):
                     continue
                 try:
-                    self._add(msg, now)
+                    self._add(msg, now, raw.tenant if service else None)
                 except Exception as exc:  # bad data in this event: it alone is dropped
                     self.reject(raw, exc)
             if now >= self._next_expiry:
                 self._expire(now)
                 self._next_expiry = now + min(60.0, self.expire_after)
 
-    def _add(self, msg: StatsMsg, now: float) -> None:
+    def _add(self, msg: StatsMsg, now: float, tenant: str | None = None) -> None:
         self.stats["messages"] += 1
-        labels = self._label_set(msg)
+        labels = self._label_set(msg, tenant)
         series = self.series
         for metric in msg.metrics:
             kind = metric.type

@@ -49,6 +49,7 @@ from typing import Any
 
 from mondemand.listeners.errors import ListenerError
 from mondemand.listeners.udp import plain_ip, stop_receiving
+from mondemand.listeners.udpauth import TENANT_OPTION, PortGate, has_quotas
 
 from mondemand.cardinality import CardinalityGuard, CardinalityLimits, cardinality_options
 from mondemand.envelope import RawEvent
@@ -489,6 +490,7 @@ class StatsdListener(Listener):
         Option("relative_accuracy", "float", 0.01, help="of the percentile sketches"),
         Option("receive_buffer", "size", 16 << 20, minimum=0, maximum=1 << 30, help="SO_RCVBUF to ask for (UDP)"),
         Option("max_datagram", "size", 65535, minimum=1, maximum=65535, help="largest datagram read"),
+        TENANT_OPTION,
     )  # fmt: skip
 
     def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
@@ -529,6 +531,14 @@ class StatsdListener(Listener):
         self._stopping = False
         self._bound: tuple[str, int] | None = None
         self._deliver: Callable[[list[RawEvent]], None] | None = None
+        #: Service mode, `tenant = NAME`: every flushed event is NAME's; `gate` applies NAME's quotas.
+        self.tenant = ""
+        self.gate: PortGate | None = None
+        tenants = context.tenants
+        if settings["tenant"] and tenants is not None and settings["tenant"] in tenants.specs:
+            self.tenant = str(settings["tenant"])
+            if has_quotas(tenants.specs[self.tenant]):
+                self.gate = PortGate(tenants, self.tenant)
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -598,6 +608,7 @@ class StatsdListener(Listener):
             "open_connections": self._open, "tcp_refused": self.tcp_refused, "tcp_timeouts": self.tcp_timeouts,
             "tcp_idle_closed": self.tcp_idle_closed,
             **(agg.guard.counters() if agg.guard is not None else {}),
+            **(self.gate.counters() if self.gate is not None else {}),
         }  # fmt: skip
 
     # -- reporting (never per line: rate-limited) -------------------------------------
@@ -778,15 +789,21 @@ class StatsdListener(Listener):
             return
         now_ms = int(time.time() * 1000)
         batch: list[RawEvent] = []
+        tenant, gate = self.tenant, self.gate
         for msg in messages:
             ip = msg.host if _is_ipv4(msg.host) else "0.0.0.0"
             try:
                 for event in msg.to_lwes():
-                    batch.append(RawEvent(encode(event), now_ms, ip, 0, self.name, STATS_MSG))
+                    data = encode(event)
+                    if gate is not None and gate.check(data, now_ms) is None:
+                        continue  # over the tenant's quota: counted in over_quota
+                    batch.append(RawEvent(data, now_ms, ip, 0, self.name, STATS_MSG, tenant))
             except Exception as exc:  # one series that cannot be sent (a name too long) costs its message only
                 self.errors += 1
                 self.ratelog.error("encode", "listener %s: cannot send %s/%s: %s", self.name, msg.prog_id,
                                    msg.host, exc)
+        if not batch:
+            return
         try:
             deliver(batch)
             self.events += len(batch)

@@ -147,6 +147,7 @@ class LwesUdpListener(Listener):
         Option("max_datagram", "size", 65535, maximum=65535, check=_check_datagram,
                help="largest datagram read; longer ones are truncated"),
         *udpauth.OPTIONS,
+        udpauth.TENANT_OPTION,
     )
 
     def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
@@ -181,10 +182,14 @@ class LwesUdpListener(Listener):
         self._suppressed = 0
         self._malformed_log = MalformedLog(self.log, name)
         #: Signature checks (listeners/udpauth.py); None when `signatures = off`.
-        self.gate: udpauth.DatagramGate | None = None
+        self.gate: udpauth.DatagramGate | udpauth.PortGate | None = None
         if settings.get("signatures", "off") != "off" and context.tenants is not None:
             self.gate = udpauth.DatagramGate(context.tenants, settings["signatures"], settings["signature_window"],
                                              settings["replay_memory"])
+        elif settings.get("tenant") and context.tenants is not None and settings["tenant"] in context.tenants.specs:
+            self.tenant = str(settings["tenant"])
+            if udpauth.has_quotas(context.tenants.specs[self.tenant]):  # quotas take the Python loop, one check each
+                self.gate = udpauth.PortGate(context.tenants, self.tenant)
 
     @classmethod
     def udp_endpoint(cls, options: Mapping[str, Any]) -> UdpEndpoint:
@@ -244,7 +249,7 @@ class LwesUdpListener(Listener):
 
     def counters(self) -> dict[str, float]:
         """received (every datagram read), malformed, errors and bytes; with signatures on, also verified and each
-        refusal reason (listeners/udpauth.py)."""
+        refusal reason (listeners/udpauth.py); on a tenant's port with quotas, over_quota."""
         counters = {"received": self.received, "malformed": self.malformed, "errors": self.errors, "bytes": self.bytes}
         if self.gate is not None:
             counters.update(self.gate.counters())

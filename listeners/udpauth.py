@@ -28,6 +28,52 @@ OPTIONS = (
 )
 
 
+#: A port dedicated to one tenant (lwes-udp and statsd): the port is the boundary, not a key.
+TENANT_OPTION = Option("tenant", "str", "",
+                       help="with [tenant:NAME] sections: every event received here is NAME's (docs/service.md "
+                            "says what that trusts); excludes signatures")
+
+
+def series_fit(tenants: Any, tenant: str, event: bytes) -> bool:
+    """False when a StatsMsg's series would take the tenant over `max_series` (a bad StatsMsg passes: the
+    backends count it as undecodable)."""
+    try:
+        record = decode_stats(event)
+    except (LwesDecodeError, ValueError):
+        return True
+    prog = record[PROG_ID]
+    return tenants.admit_series(tenant, [(prog, name) for name in record[NAMES]])
+
+
+class PortGate:
+    """`tenant = NAME`: every datagram is NAME's, within NAME's quotas; `check` as DatagramGate's."""
+
+    def __init__(self, tenants: Any, tenant: str) -> None:
+        self.tenants = tenants
+        self.tenant = tenant
+        self.over_quota = 0
+        self.series_limited = bool(tenants.specs[tenant].max_series)
+
+    def check(self, data: bytes, now_ms: int) -> tuple[bytes, str] | None:
+        """(data, tenant), or None over a quota (counted)."""
+        tenant = self.tenant
+        if self.tenants.admit(tenant, 1, len(data), 1 if data.startswith(_LOG_NAME) else 0) or (
+                self.series_limited and data.startswith(_STATS_NAME) and not series_fit(self.tenants, tenant, data)):
+            self.over_quota += 1
+            return None
+        return data, tenant
+
+    def counters(self) -> dict[str, int]:
+        """over_quota."""
+        return {"over_quota": self.over_quota}
+
+
+def has_quotas(spec: Any) -> bool:
+    """Whether a tenant has any quota (a dedicated port without one needs no per-datagram check)."""
+    return bool(spec.max_series or spec.max_events_per_second or spec.max_bytes_per_second
+                or spec.max_log_lines_per_minute)
+
+
 class DatagramGate:
     """Verifies one listener's datagrams; `check` returns (data, tenant) or None (dropped, counted)."""
 
@@ -51,20 +97,11 @@ class DatagramGate:
         if self.tenants.admit(tenant, 1, len(event), 1 if event.startswith(_LOG_NAME) else 0):
             self.over_quota += 1
             return None
-        if tenant in self.series_limited and event.startswith(_STATS_NAME) and not self._series_fit(tenant, event):
+        if tenant in self.series_limited and event.startswith(_STATS_NAME) and not series_fit(self.tenants, tenant,
+                                                                                                 event):
             self.over_quota += 1
             return None
         return event, tenant
-
-    def _series_fit(self, tenant: str, event: bytes) -> bool:
-        """False when the StatsMsg's series would take the tenant over `max_series` (a bad StatsMsg passes:
-        the backends count it as undecodable)."""
-        try:
-            record = decode_stats(event)
-        except (LwesDecodeError, ValueError):
-            return True
-        prog = record[PROG_ID]
-        return self.tenants.admit_series(tenant, [(prog, name) for name in record[NAMES]])
 
     def counters(self) -> dict[str, int]:
         """verified, each refusal reason and over_quota."""

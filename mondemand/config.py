@@ -223,6 +223,15 @@ class _Loader:
             if parsed.options.get("signatures", "off") != "off" and not tenants:
                 self.problem(f"listener:{name}", "signatures", "needs [tenant:NAME] sections whose keys_file holds "
                              "hmac: keys")
+        for name, parsed in listeners.items():
+            tenant = parsed.options.get("tenant")
+            if not tenant:
+                continue
+            if tenant not in tenants:
+                self.problem(f"listener:{name}", "tenant", f"no [tenant:{tenant}] section")
+            elif parsed.options.get("signatures", "off") != "off":
+                self.problem(f"listener:{name}", "tenant", "excludes signatures: a signed event names its own "
+                             "tenant")
         for name, spec in tenants.items():
             for rule in spec.alert_rules:
                 if rule not in sections.get("alert", {}):

@@ -10,9 +10,8 @@ routes with those copies in place of the originals, so a tenant's event only
 reaches its own copies; the agg copy of a tenant summarises that tenant alone
 and injects its aggregates as that tenant. Backends that forward (`lwes`) are
 shared: they see the tenant on each event. The dashboard is shared too and keeps
-one view per tenant behind a login (backends/dashboard/auth.py). Other
-backends that serve every series on one port (`prometheus`) are not given
-tenants' events at all.
+one view per tenant behind a login (backends/dashboard/auth.py); `prometheus`
+labels each series with its `tenant` and serves them to an admin key only.
 Events without a tenant (listeners without keys or signatures) take the
 original backends, exactly as without tenants.
 """
@@ -34,7 +33,7 @@ DIR_OPTIONS = ("root", "graphite_root")
 #: Options naming a file: the file moves into a folder named after the tenant beside it.
 FILE_OPTIONS = ("path", "state_file", "checkpoint")
 #: Backend types that handle tenants' events in one shared instance (they read `RawEvent.tenant`).
-SHARED_TYPES = frozenset({"lwes", "sink", "dashboard"})
+SHARED_TYPES = frozenset({"lwes", "sink", "dashboard", "prometheus"})
 
 
 def tenant_of(backend: str) -> str:

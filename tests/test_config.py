@@ -118,7 +118,7 @@ limit = 90
     assert config.server["drain_timeout"] == 30.0
     assert config.server["hostname"] == socket.gethostname()
     assert config.http == {"address": "127.0.0.1", "port": 0, "header_timeout": 10.0, "body_timeout": 30.0,
-                           "idle_timeout": 30.0, "max_connections": 256}
+                           "idle_timeout": 30.0, "max_connections": 256, "tls_certificate": "", "tls_key": ""}
     main = config.listeners["main"]
     assert (main.kind, main.type_name, main.cls) == ("listener", "lwes-udp", LwesUdpListener)
     assert main.options["receive_buffer"] == 4 << 20

@@ -23,7 +23,7 @@ import pytest
 from mondemand.lwes import encode
 from mondemand.messages import LogLine, LogMsg, Metric, MetricType, Priority, StatsMsg
 from mondemand.signing import sign
-from tests.e2e.harness import BIN, wait_for
+from tests.e2e.harness import BIN, free_port, wait_for
 from tests.e2e.service_helpers import (
     ADMIN,
     KEYS,
@@ -315,3 +315,104 @@ to = ops@example.org
     assert sorted(line for body in bodies for line in body.splitlines() if line.startswith("tenant: ")) == \
         ["tenant: globex", "tenant: tiny"]
     assert all(key not in json.dumps(hook.received) + "".join(bodies) for key in all_keys())
+
+
+def test_a_tenants_own_port_stamps_its_events_and_prometheus_labels_the_tenant(tmp_path):
+    acme_udp, tiny_udp, globex_statsd = free_port(), free_port(), free_port()
+    prom = free_port(socket.SOCK_STREAM)
+    srv = ServiceServer(tmp_path, extra_backends=f"""
+[listener:acme-port]
+type = lwes-udp
+address = 127.0.0.1
+port = {acme_udp}
+tenant = acme
+
+[listener:tiny-port]
+type = lwes-udp
+address = 127.0.0.1
+port = {tiny_udp}
+tenant = tiny
+
+[listener:globex-statsd]
+type = statsd
+address = 127.0.0.1
+port = {globex_statsd}
+flush_interval = 200ms
+tenant = globex
+
+[backend:prom]
+type = prometheus
+address = 127.0.0.1
+port = {prom}
+""", extra_routes="""
+[route:prom]
+events = MonDemand::StatsMsg
+backends = prom
+""")
+    try:
+        send(gauge_event("shop", "portq", 42), acme_udp)  # unsigned: the port says whose it is
+        send(b"shop.portq:7|g", globex_statsd)
+        for i in range(10):  # tiny may send 2 events a second, on its own port too
+            send(gauge_event("shop", f"tinyport{i}", i), tiny_udp)
+        wait_for(lambda: srv.listener("tiny-port")["received"] == 10, what="tiny's datagrams")
+        assert srv.listener("tiny-port")["over_quota"] >= 7
+        assert "over_quota" not in srv.listener("acme-port")  # no quota: the plain (compiled) receive loop
+        wait_for(lambda: "\tportq\t42" in files_text(srv.data / "stats" / "acme")
+                 and "\tportq\t7" in files_text(srv.data / "stats" / "globex"), what="both tenants' portq")
+        assert "portq" not in files_text(srv.data / "stats" / "globex").replace("\tportq\t7", "")
+        untenanted = [p for p in (srv.data / "stats").iterdir() if p.name not in srv_tenants()]
+        assert all("portq" not in files_text(p) for p in untenanted)
+
+        url = f"http://127.0.0.1:{prom}/metrics"
+        assert srv.request(url)[0] == 401
+        assert srv.request(url, key=KEYS["acme"]["bearer"])[0] == 401  # not an admin: it would see globex's too
+        text = wait_for(lambda: (t := srv.request(url, key=ADMIN)[2]).count("portq{") >= 2 and t,
+                        what="both tenants' portq in /metrics")
+        lines = sorted(line for line in text.splitlines() if line.startswith(("portq{", "mondemand_portq{")))
+        assert any('tenant="acme"' in line and line.endswith(" 42.0") for line in lines), lines
+        assert any('tenant="globex"' in line and line.endswith(" 7.0") for line in lines), lines
+    finally:
+        assert srv.stop() == 0, srv.log()
+
+
+def srv_tenants() -> set[str]:
+    return {"acme", "globex", "tiny", "ops"}
+
+
+def test_a_tenant_port_must_name_a_tenant_and_cannot_also_take_signatures(tmp_path):
+    config = tmp_path / "routes.ini"
+    config.write_text(f"""
+[tenant:acme]
+keys = web={sha("k" * 20)}
+
+[listener:a]
+type = lwes-udp
+port = 0
+tenant = nobody
+
+[listener:b]
+type = lwes-udp
+port = 0
+tenant = acme
+signatures = required
+
+[listener:c]
+type = statsd
+port = 0
+tenant = nobody
+
+[backend:out]
+type = print
+path = {tmp_path}/out.txt
+
+[route:all]
+events = *
+backends = out
+""")
+    result = subprocess.run([str(BIN / "mondemand-server"), "-c", str(config), "--check"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert "error: routes.ini: [listener:a] tenant: no [tenant:nobody] section" in lines
+    assert "error: routes.ini: [listener:b] tenant: excludes signatures: a signed event names its own tenant" in lines
+    assert "error: routes.ini: [listener:c] tenant: no [tenant:nobody] section" in lines
