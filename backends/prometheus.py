@@ -130,6 +130,13 @@ class PrometheusBackend(Backend):
         body = await self.surface.run_blocking(generate_latest, self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    def reopen(self) -> None:
+        """SIGHUP: the scrape port reads its certificate again."""
+        surface = getattr(self, "surface", None)
+        problem = surface.reload_tls() if surface is not None else None
+        if problem is not None:
+            self.log.error("%s", problem)
+
     def close(self) -> None:
         surface = getattr(self, "surface", None)
         if surface is not None:

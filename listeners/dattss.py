@@ -152,6 +152,10 @@ class DattssListener(Listener):
         if deliverer is not None:
             deliverer.shutdown(wait=True, cancel_futures=True)
 
+    def reload_tls(self) -> str | None:
+        """SIGHUP: read the certificate again (`Surface.reload_tls`); the problem, if any."""
+        return self._surface.reload_tls() if self._surface is not None else None
+
     def surface_counters(self) -> dict[str, int]:
         """The port's connection counters."""
         return self._surface.counters() if self._surface is not None else {}

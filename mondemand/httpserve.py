@@ -312,6 +312,18 @@ class Surface:
         else:
             self._refused_unlogged += 1
 
+    def reload_tls(self) -> str | None:
+        """Read `tls_certificate` and `tls_key` again (SIGHUP): new connections get the new pair. A pair that
+        does not load is not taken (the old one stays) and its problem is returned."""
+        if self._tls is None:
+            return None
+        try:
+            tls_context(self.limits.tls_certificate, self.limits.tls_key)  # the whole pair first: all or nothing
+            self._tls.load_cert_chain(self.limits.tls_certificate, self.limits.tls_key or None)
+        except (OSError, ValueError) as exc:
+            return f"http {self.name}: certificate not reloaded (the old one stays): {exc}"
+        return None
+
     @property
     def scheme(self) -> str:
         """`https` when the port serves TLS, else `http` (for log lines and links)."""

@@ -209,10 +209,17 @@ class Server:
                 log.error("listener %s failed to stop: %r", name, exc)
 
     def reopen(self) -> None:
-        """SIGHUP: every backend reopens its files; tenants' keys files are read again."""
+        """SIGHUP: every backend reopens its files; tenants' keys files and the HTTP ports' certificates are
+        read again."""
         if self.tenants is not None:
             for problem in self.tenants.reload():
                 log.error("keys not reloaded (the old keys stay): %s", problem)
+        reloads = [self.http.reload_tls] if self.http is not None else []
+        reloads += [r for r in (getattr(lst, "reload_tls", None) for lst in self.listeners.values()) if callable(r)]
+        for reload_tls in reloads:  # certificates: new connections get the new pair
+            problem = reload_tls()
+            if problem is not None:
+                log.error("%s", problem)
         for runner in self.runners.values():
             runner.request_reopen()
         for worker in self.workers.values():

@@ -209,6 +209,13 @@ class DashboardBackend(Backend):
             for state in list(self.states.values()):
                 state.prune(time.time())
 
+    def reopen(self) -> None:
+        """SIGHUP: the page's port reads its certificate again."""
+        surface = self.web.surface if hasattr(self, "web") else None
+        problem = surface.reload_tls() if surface is not None else None
+        if problem is not None:
+            self.log.error("%s", problem)
+
     def close(self) -> None:
         self.web.stop()
 

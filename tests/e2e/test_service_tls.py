@@ -85,3 +85,44 @@ def test_keys_travel_over_https_and_plain_http_gets_no_answer(server):
     for surface in (f"https://127.0.0.1:{server.http}/status", f"https://127.0.0.1:{server.dashboard}/"):
         assert surface in log_text
     assert ADMIN not in log_text and all(key not in log_text for key in all_keys())
+
+
+def test_sighup_reads_the_certificates_again_and_a_broken_one_keeps_the_old(server):
+    import signal
+    import ssl
+
+    import trustme
+
+    new_ca = trustme.CA()
+    new_client = ssl.create_default_context()
+    new_ca.configure_trust(new_client)
+    ports = (server.http, server.dattss, server.ingest, server.dashboard)
+
+    def handshakes(context: ssl.SSLContext) -> list[bool]:
+        ok = []
+        for port in ports:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                        context.wrap_socket(raw, server_hostname="127.0.0.1"):
+                    ok.append(True)
+            except ssl.SSLError:
+                ok.append(False)
+        return ok
+
+    assert handshakes(server.client_tls) == [True] * 4
+    tls = server.tmp / "tls"
+    # A broken pair first (the new certificate with the old key): refused, the old pair stays.
+    cert = new_ca.issue_cert("127.0.0.1")
+    old_key = (tls / "server.key").read_bytes()
+    cert.cert_chain_pems[0].write_to_path(str(tls / "server.pem"))
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: server.log().count("certificate not reloaded") >= 4, what="four refused reloads")
+    assert handshakes(server.client_tls) == [True] * 4
+    # The whole new pair: new connections get it.
+    cert.private_key_pem.write_to_path(str(tls / "server.key"))
+    assert (tls / "server.key").read_bytes() != old_key
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: handshakes(new_client) == [True] * 4, what="the new certificate on every port")
+    assert handshakes(server.client_tls) == [False] * 4
+    server.client_tls = new_client
+    assert server.status()["tenants"]["acme"]["keys"] == 2  # /status answers under the new certificate
