@@ -66,6 +66,11 @@ class TenantDashboards:
         """Open event streams of every view."""
         return sum(v.streams for v in self.views.values())
 
+    @property
+    def stalled(self) -> int:
+        """Streams of every view ended because their client read nothing."""
+        return sum(v.stalled for v in self.views.values())
+
     def view(self, tenant: str) -> Any:
         """The tenant's Dashboard ("" = events without a tenant)."""
         found = self.views.get(tenant)
