@@ -70,7 +70,7 @@ class TenantDashboards:
 
     @property
     def stalled(self) -> int:
-        """Streams ended by every view because their client read nothing for write_timeout."""
+        """Streams of every view ended because their client read nothing."""
         return sum(v.stalled for v in self.views.values())
 
     def view(self, tenant: str) -> Any:

@@ -181,11 +181,11 @@ class Publisher:
         # Between refreshes only the series that took a sample are looked at (the cost follows the changes);
         # a refresh looks at all of them, for what ages without samples (status, averages) and forgotten rows.
         since = None if refresh or state.counts["forgotten_series"] != self._forgotten else self.version
+        overview = self.dashboard.overview(now)  # first: should it raise, no generation is left half made
         self.gen += 1
         self.version, self.now = version, now
         if since is None:
             self.refreshed, self._forgotten = now, state.counts["forgotten_series"]
-        overview = self.dashboard.overview(now)
         self.processes.update(overview.pop("processes"), self.gen)
         self.header = _dumps(overview)
         for prog_id in self.followers:

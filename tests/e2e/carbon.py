@@ -104,7 +104,10 @@ WHISPER_AUTOFLUSH = True
         now = int(time.time())
         for path in self.whisper_dir.rglob("*.wsp"):
             name = ".".join(path.relative_to(self.whisper_dir).with_suffix("").parts)
-            (start, _end, step), values = whisper.fetch(str(path), now - 2 * 86400 + 120, now + 60)
+            try:
+                (start, _end, step), values = whisper.fetch(str(path), now - 2 * 86400 + 120, now + 60)
+            except whisper.CorruptWhisperFile:  # carbon is still writing its header: not stored yet
+                continue
             out[name] = [(start + i * step, v) for i, v in enumerate(values) if v is not None]
         return out
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.parse
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from mondemand.lwes import encode
@@ -62,8 +64,14 @@ def sign_in(driver, port: int, key: str) -> None:
 
 
 def queue_values(driver) -> set[str]:
-    rows = driver.find_elements(By.CSS_SELECTOR, '#series tr[data-name="queue"][data-host="web1"] .value')
-    return {row.text for row in rows}
+    """The queue cells' text; the live stream may replace a row while it is read, so read again then."""
+    for _ in range(20):
+        try:
+            rows = driver.find_elements(By.CSS_SELECTOR, '#series tr[data-name="queue"][data-host="web1"] .value')
+            return {row.text for row in rows}
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    raise AssertionError("the queue rows kept changing under the reader")
 
 
 def check_tenant_view(port: int, tenant: str, mine: str, theirs: str) -> None:
