@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from tests.backends import dashboard_scenario as scenario
@@ -84,6 +85,17 @@ def setup(tmp_path: Path):
             assert server.stop() == 0, server.log()
 
 
+def click(driver, css: str) -> None:
+    """Click the element; the alert view redraws its list every few seconds, so find it again if it went."""
+    for _ in range(20):
+        try:
+            driver.find_element(By.CSS_SELECTOR, css).click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    raise AssertionError(f"{css} kept being redrawn under the click")
+
+
 def test_alert_view_acknowledges_and_silences_from_the_page(setup) -> None:
     port, dashboard_port, state_file, hook, server, driver = setup
     emit("-p", str(port), "stats", "--prog-id", "myapp", "--gauge", "latency_ms=250", "-c", "host=web01")
@@ -93,7 +105,7 @@ def test_alert_view_acknowledges_and_silences_from_the_page(setup) -> None:
                     what="the firing series in the alert view")[0]
     assert "myapp latency_ms on web01" in item.text and "value 250" in item.text
 
-    item.find_element(By.CSS_SELECTOR, "button.ack").click()
+    click(driver, '#alerts-firing-list li[data-rule="slow"] button.ack')
     wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, '#alerts-firing-list li[data-acked="true"]'),
              what="the series shown as acknowledged")
     time.sleep(0.5)  # the backend rereads silences.json at its next flush (100 ms)
@@ -101,7 +113,7 @@ def test_alert_view_acknowledges_and_silences_from_the_page(setup) -> None:
     time.sleep(1.2)  # four reminder periods
     assert len(hook.received) == reminders, "reminders of an acknowledged episode must stop"
 
-    driver.find_element(By.CSS_SELECTOR, '#alerts-firing-list li[data-rule="slow"] button.silence').click()
+    click(driver, '#alerts-firing-list li[data-rule="slow"] button.silence')
     wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, '#alerts-firing-list li[data-silenced="true"]'),
              what="the series shown as silenced")
     time.sleep(0.5)
