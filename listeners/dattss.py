@@ -19,18 +19,17 @@ Retry-After over the tenant's quota; 413 over `max_body`. Each is counted.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import math
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from mondemand.client.partials import PARTIAL_CONTEXT_KEY, Partial
 from mondemand.listeners.errors import ListenerError
+from mondemand.listeners.httpsurface import SurfaceListener
 from mondemand.listeners.udp import plain_ip
 
 from mondemand.envelope import RawEvent
@@ -39,14 +38,13 @@ from mondemand.httplimits import Limits, limit_options
 from mondemand.lwes import MAX_DATAGRAM, encode
 from mondemand.messages import StatsMsg
 from mondemand.options import Option
-from mondemand.plugin_api import Listener, ServerContext
+from mondemand.plugin_api import ServerContext
 from mondemand.runner import RateLimitedLog
 
 if TYPE_CHECKING:
     from aiohttp import web
     from aiohttp.web_request import BaseRequest
 
-    from mondemand.httpserve import Surface
 
 #: DaTtSs's path rule (`clients/nodejs/lib/dattss.js`), plus a length bound.
 PATH = re.compile(r"^[A-Za-z0-9\-_.!]{1,200}$")
@@ -93,7 +91,7 @@ def parse_partials(body: bytes) -> tuple[list[tuple[str, Partial]], str, str]:
     return out, name if isinstance(name, str) else "", host if isinstance(host, str) else ""
 
 
-class DattssListener(Listener):
+class DattssListener(SurfaceListener):
     """Take DaTtSs partials over HTTP as the key's tenant's StatsMsg partials."""
 
     type_name = "dattss"
@@ -120,45 +118,13 @@ class DattssListener(Listener):
                                      "too_large", "errors", "process_polls"), 0)
         self.processes: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
-        self._surface: Surface | None = None
-        self._deliver: Callable[[list[RawEvent]], None] | None = None
-        self._deliverer: concurrent.futures.ThreadPoolExecutor | None = None
-        self._bound: tuple[str, int] | None = None
         self._ratelog = RateLimitedLog(self.log)  # at most one line per 10 s
 
     def start(self, deliver: Callable[[list[RawEvent]], None]) -> None:
         """Bind and serve; ListenerError when the port cannot be bound or there are no tenants."""
-        from mondemand.httpserve import Surface
-
         if self.tenants is None:
             raise ListenerError(self.name, self.describe(), "needs [tenant:NAME] sections (keys)")
-        surface = Surface(f"listener-{self.name}", replace(self.limits, max_connections=self.max_connections),
-                          self._handle, pool_size=1)
-        try:
-            self._bound = surface.bind(self.address, self.port)
-        except OSError as exc:
-            raise ListenerError(self.name, self.describe(), f"cannot listen: {exc.strerror or exc}") from None
-        self._deliver = deliver
-        self._deliverer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"listener-{self.name}")
-        self._surface = surface
-        surface.start()
-
-    def stop(self) -> None:
-        """Close the port and wait for the serving thread."""
-        surface, self._surface = self._surface, None
-        if surface is not None:
-            surface.stop()
-        deliverer, self._deliverer = self._deliverer, None
-        if deliverer is not None:
-            deliverer.shutdown(wait=True, cancel_futures=True)
-
-    def reload_tls(self) -> str | None:
-        """SIGHUP: read the certificate again (`Surface.reload_tls`); the problem, if any."""
-        return self._surface.reload_tls() if self._surface is not None else None
-
-    def surface_counters(self) -> dict[str, int]:
-        """The port's connection counters."""
-        return self._surface.counters() if self._surface is not None else {}
+        super().start(deliver)
 
     def _count(self, **increments: int) -> None:
         with self._lock:

@@ -16,14 +16,13 @@ listens on loopback unless told otherwise.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import math
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from mondemand.listeners.errors import ListenerError
+from mondemand.listeners.httpsurface import SurfaceListener
 from mondemand.listeners.udp import MalformedLog, plain_ip
 
 from mondemand.envelope import RawEvent
@@ -32,13 +31,12 @@ from mondemand.httplimits import Limits, limit_options
 from mondemand.lwes import LwesDecodeError
 from mondemand.messages.stats_fast import NAMES, PROG_ID
 from mondemand.options import GIB, Option
-from mondemand.plugin_api import Listener, ServerContext
+from mondemand.plugin_api import ServerContext
 
 if TYPE_CHECKING:
     from aiohttp import web
     from aiohttp.web_request import BaseRequest
 
-    from mondemand.httpserve import Surface
 
 #: Paths that accept events.
 INGEST_PATHS = ("/tcp", "/events")
@@ -50,7 +48,7 @@ class _TooLarge(Exception):
     """A body over `max_body` (413)."""
 
 
-class LwesHttpListener(Listener):
+class LwesHttpListener(SurfaceListener):
     """Accept LWES events POSTed over HTTP to /tcp or /events, one event per body."""
 
     type_name = "lwes-http"
@@ -75,7 +73,6 @@ class LwesHttpListener(Listener):
         self.max_body: int = int(settings["max_body"])
         self.max_buffered: int = max(int(settings["max_buffered"]), self.max_body)
         self.limits = Limits.from_options(settings)
-        #: Connections this listener may hold; the server may lower it to fit the open-file limit.
         self.max_connections: int = self.limits.max_connections
         self.received = 0
         self.malformed = 0
@@ -87,52 +84,11 @@ class LwesHttpListener(Listener):
         self.tenants = context.tenants
         self.anonymous = bool(settings["anonymous"])
         self._lock = threading.Lock()
-        self._surface: Surface | None = None
-        self._deliver: Callable[[list[RawEvent]], None] | None = None
-        self._deliverer: concurrent.futures.ThreadPoolExecutor | None = None
         self._buffered = 0  # touched on the loop thread only
-        self._bound: tuple[str, int] | None = None
         self._last_error_log = -math.inf
         self._suppressed = 0
         #: Bodies that are not LWES events, logged at info (rate-limited).
         self.malformed_log = MalformedLog(self.log, name, what="body")
-
-    def start(self, deliver: Callable[[list[RawEvent]], None]) -> None:
-        """Bind the port and serve on a background thread; ListenerError when the port cannot be bound."""
-        if self._surface is not None:
-            raise RuntimeError(f"listener {self.name!r} is already started")
-        from dataclasses import replace
-
-        from mondemand.httpserve import Surface
-
-        surface = Surface(f"listener-{self.name}", replace(self.limits, max_connections=self.max_connections),
-                          self._handle, pool_size=1)
-        try:
-            self._bound = surface.bind(self.address, self.port)
-        except OSError as exc:
-            raise ListenerError(self.name, self.describe(), f"cannot listen: {exc.strerror or exc}") from None
-        self._deliver = deliver
-        # One thread hands events to the router, in arrival order (deliver is called from one thread at a time).
-        self._deliverer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"listener-{self.name}")
-        self._surface = surface  # before start: the handler uses it as soon as a request arrives
-        surface.start()
-
-    def stop(self) -> None:
-        """Stop accepting, close the port and every connection, and wait for the serving thread."""
-        surface, self._surface = self._surface, None
-        if surface is not None:
-            surface.stop()
-        deliverer, self._deliverer = self._deliverer, None
-        if deliverer is not None:
-            deliverer.shutdown(wait=True, cancel_futures=True)
-
-    def reload_tls(self) -> str | None:
-        """SIGHUP: read the certificate again (`Surface.reload_tls`); the problem, if any."""
-        return self._surface.reload_tls() if self._surface is not None else None
-
-    def surface_counters(self) -> dict[str, int]:
-        """The port's connection counters (`mondemand.httpserve.Surface.counters`), empty before `start`."""
-        return self._surface.counters() if self._surface is not None else {}
 
     # -- requests (on the surface's loop) -----------------------------------------
 
