@@ -63,7 +63,11 @@ class ServerProcess:
         self.http_port = http_port if http_port is not None else free_port(socket.SOCK_STREAM)
         if "[http]" not in config:
             config += f"\n[http]\naddress = 127.0.0.1\nport = {self.http_port}\n"
-        self.config_path = tmp / "routes.ini"
+        self.launch(tmp, "routes.ini", config)
+
+    def launch(self, tmp: Path, name: str, config: str, timeout: float = 20) -> None:
+        """Write `config` as tmp/NAME, start the server on it (log in tmp/server.log), wait for /status."""
+        self.config_path = tmp / name
         self.config_path.write_text(config)
         self.log_path = tmp / "server.log"
         self._log = self.log_path.open("w")
@@ -71,7 +75,7 @@ class ServerProcess:
             [str(BIN / "mondemand-server"), "-c", str(self.config_path)],
             stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        wait_for(self._ready, timeout=20, what="the server's /status")
+        wait_for(self._ready, timeout=timeout, what="the server's /status")
 
     def _ready(self) -> bool:
         if self.proc.poll() is not None:

@@ -5,17 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import signal
 import socket
 import ssl
-import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.harness import BIN, free_port, wait_for
+from tests.e2e.harness import ServerProcess, free_port
 
 #: Keys of the test tenants: bearer keys (only their hash in the keys files) and hmac secrets.
 KEYS = {
@@ -36,7 +33,7 @@ def all_keys() -> list[str]:
     return [value for keys in KEYS.values() for value in keys.values()]
 
 
-class ServiceServer:
+class ServiceServer(ServerProcess):
     """mondemand-server on a service-mode config written into `tmp` (data under tmp/data, keys under tmp/keys)."""
 
     def __init__(self, tmp: Path, extra_backends: str = "", extra_routes: str = "", workers: bool = True,
@@ -155,25 +152,9 @@ events = MonDemand::LogMsg
 backends = logs
 {extra_routes}
 """
-        self.config_path = tmp / "service.ini"
-        self.config_path.write_text(config)
-        self.log_path = tmp / "server.log"
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen([str(BIN / "mondemand-server"), "-c", str(self.config_path)],
-                                     stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
         #: Every HTTP answer body the test saw, to check that none holds a key.
         self.answers: list[str] = []
-        wait_for(self._ready, timeout=30, what="the server's /status")
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
-        try:
-            self.status()
-        except OSError:
-            return False
-        return True
+        self.launch(tmp, "service.ini", config, timeout=30)
 
     def request(self, url: str, *, method: str = "GET", body: bytes | None = None, key: str | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
@@ -198,23 +179,6 @@ backends = logs
 
     def listener(self, name: str) -> dict[str, Any]:
         return self.status()["listeners"][name]
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-    def log(self) -> str:
-        return self.log_path.read_text()
 
 
 def dattss_body(partials: dict[str, list[dict[str, Any]]], name: str = "api") -> bytes:
