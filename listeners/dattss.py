@@ -215,17 +215,6 @@ class DattssListener(SurfaceListener):
         events = msg.to_lwes(max_size=MAX_DATAGRAM)
         return [RawEvent(encode(ev), now, ip, port, self.name, ev.name, tenant) for ev in events]
 
-    @property
-    def bound_address(self) -> tuple[str, int]:
-        """(host, port) listened on."""
-        return self._bound if self._bound is not None else (self.address, self.port)
-
-    def describe(self) -> str:
-        """http://host:port (https with tls_certificate)"""
-        host, port = self.bound_address
-        scheme = "https" if self.limits.tls_certificate else "http"
-        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
-
     def counters(self) -> dict[str, float]:
         """received, partials, bad_request, unauthorized, over_quota, too_large, errors, process_polls, processes."""
         with self._lock:

@@ -182,17 +182,6 @@ class LwesHttpListener(SurfaceListener):
         finally:
             self._buffered -= reserved[0]
 
-    @property
-    def bound_address(self) -> tuple[str, int]:
-        """(host, port) the server listens on: the real port after `start`, the configured one before."""
-        return self._bound if self._bound is not None else (self.address, self.port)
-
-    def describe(self) -> str:
-        """http://host:port (https with tls_certificate)"""
-        host, port = self.bound_address
-        scheme = "https" if self.limits.tls_certificate else "http"
-        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
-
     def counters(self) -> dict[str, float]:
         """received (bodies read), malformed, errors, bytes, too_large (413); with tenants also
         unauthorized (401) and over_quota (429)."""

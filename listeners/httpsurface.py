@@ -73,3 +73,14 @@ class SurfaceListener(Listener):
     def surface_counters(self) -> dict[str, int]:
         """The port's connection counters (`mondemand.httpserve.Surface.counters`), empty before `start`."""
         return self._surface.counters() if self._surface is not None else {}
+
+    @property
+    def bound_address(self) -> tuple[str, int]:
+        """(host, port) listened on: the real port after `start`, the configured one before."""
+        return self._bound if self._bound is not None else (self.address, self.port)
+
+    def describe(self) -> str:
+        """http://host:port (https with tls_certificate)"""
+        host, port = self.bound_address
+        scheme = "https" if self.limits.tls_certificate else "http"
+        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
