@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .alert_rules import RuleError
+from .rules import RuleError
 from .notifiers import Notifier, NotifierError, subject_of
 
 __all__ = ["AppriseNotifier"]
