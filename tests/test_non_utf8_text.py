@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from mondemand.backends.files.log_file import LogFileBackend
-from mondemand.backends.printer import PrintBackend
 from mondemand.backends.files.stats_file import StatsFileBackend
+from mondemand.backends.printer import PrintBackend
 
 from mondemand.envelope import RawEvent
 from mondemand.lwes import Event, LwesType, encode

@@ -32,9 +32,9 @@ from mondemand.options import DAY, Option, SectionProblem
 from mondemand.plugin_api import Backend
 from mondemand.tenancy import tenant_of
 
+from .notifiers import NOTIFIER_OPTIONS, Notifier, NotifierWorker, build_notifier, clean_payload
 from .rules import NOT_SEEN, STATS, Rule, RuleError, RuleState, Transition, rule_from_options, series_key
 from .silences import SILENCES_FILE, Silences
-from .notifiers import NOTIFIER_OPTIONS, Notifier, NotifierWorker, build_notifier, clean_payload
 
 __all__ = ["ALERT_OPTIONS", "NOTIFIER_OPTIONS", "AlertConfigError", "AlertsBackend", "check_alert_sections"]
 

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from mondemand.backends.alerts.rules import RuleError
 from mondemand.backends.alerts.notifiers import (
     NotifierWorker,
     build_notifier,
     parse_headers,
 )
+from mondemand.backends.alerts.rules import RuleError
 
 from tests.backends.alerts.alert_helpers import WebhookReceiver, smtp_server
 from tests.e2e.harness import free_port, wait_for
