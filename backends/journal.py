@@ -27,7 +27,7 @@ import os
 import time
 from pathlib import Path
 
-from mondemand.backends.filecache import is_outage
+from mondemand.backends.files.filecache import is_outage
 from mondemand.backends.outage import Outage
 
 from mondemand.envelope import RawEvent

@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from mondemand.backends.files.stats_file import StatsFileBackend
 from mondemand.backends.journal import JournalBackend
-from mondemand.backends.stats_file import StatsFileBackend
 
 from mondemand.envelope import RawEvent
 from mondemand.journal import JournalReader

@@ -83,8 +83,8 @@ def model(rate: int, repeats: int = 3) -> None:
     import bench_rrd
     from bench_stats_decode import decoded_batches, varied_datagrams
     from mondemand.backends.agg import AggBackend
-    from mondemand.backends.rrd import RrdBackend
-    from mondemand.backends.stats_file import StatsFileBackend
+    from mondemand.backends.files.stats_file import StatsFileBackend
+    from mondemand.backends.rrd.backend import RrdBackend
 
     from mondemand.envelope import RawEvent
     from mondemand.ipc import batch_events, encode_batch

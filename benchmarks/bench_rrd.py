@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mondemand.backends.rrd import RrdBackend
-from mondemand.backends.rrdcached import RrdcachedClient, RrdcachedError
+from mondemand.backends.rrd.backend import RrdBackend
+from mondemand.backends.rrd.rrdcached import RrdcachedClient, RrdcachedError
 
 from mondemand.envelope import RawEvent
 from mondemand.lwes import encode

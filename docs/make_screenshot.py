@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from selenium.webdriver.common.by import By  # noqa: E402
 
-from tests.backends import dashboard_scenario as scenario  # noqa: E402
+from tests.backends.dashboard import dashboard_scenario as scenario  # noqa: E402
 from tests.e2e.harness import emit, wait_for  # noqa: E402
 
 

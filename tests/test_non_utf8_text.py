@@ -7,9 +7,9 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from mondemand.backends.log_file import LogFileBackend
+from mondemand.backends.files.log_file import LogFileBackend
+from mondemand.backends.files.stats_file import StatsFileBackend
 from mondemand.backends.printer import PrintBackend
-from mondemand.backends.stats_file import StatsFileBackend
 
 from mondemand.envelope import RawEvent
 from mondemand.lwes import Event, LwesType, encode
@@ -17,7 +17,7 @@ from mondemand.messages import LogLine, LogMsg, Metric, MetricType, Priority, St
 from mondemand.options import parse_options
 from mondemand.plugin_api import ServerContext
 from mondemand.text import escape_bytes, escape_repr, escape_value
-from tests.backends.file_helpers import files_under, make_backend, received
+from tests.backends.files.file_helpers import files_under, make_backend, received
 from tests.cli.test_dump import dumps, start  # noqa: F401 - the fixture
 from tests.e2e.harness import free_port, send_udp
 

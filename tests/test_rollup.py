@@ -121,7 +121,7 @@ def test_sketches_merge_when_every_partial_has_one() -> None:
 
 def test_a_replaced_backend_hands_its_open_minutes_over(tmp_path) -> None:
     """After a failure the runner abandons the instance and the new one takes over: the minute is whole, once."""
-    from mondemand.backends.stats_file import StatsFileBackend
+    from mondemand.backends.files.stats_file import StatsFileBackend
 
     from mondemand.envelope import RawEvent
     from mondemand.lwes import encode

@@ -4,7 +4,7 @@ The alerts backend runs in another worker process and serves its state at
 the server's HTTP port (`/alerts`, GET only). The dashboard reads that
 document (`alerts_url`) and, for the buttons of its alert view, writes
 `silences.json` beside the alerts backend's state file (`alerts_state_file`)
-with `mondemand.backends.alert_silences`, which the alerts backend rereads at
+with `mondemand.backends.alerts.silences`, which the alerts backend rereads at
 every flush. A silence or acknowledgement is only accepted for a rule (and
 series) that the alerts document lists, so the page cannot fill the file
 with names of its own.
@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ..alert_silences import SILENCES_FILE, acknowledge, silence
+from ..alerts.silences import SILENCES_FILE, acknowledge, silence
 
 __all__ = ["MAX_SILENCE", "AlertsLink", "AlertsViewError"]
 

@@ -30,7 +30,7 @@ try:
 except ImportError:  # the `rrd` extra is not installed: `main` says how to install it
     rrdtool = None
 
-from mondemand.backends.rrdcached import RrdcachedClient, RrdcachedCommandError, RrdcachedError, classify
+from mondemand.backends.rrd.rrdcached import RrdcachedClient, RrdcachedCommandError, RrdcachedError, classify
 from mondemand.backends.series import SeriesKey, file_path, parse_file_path
 from mondemand.cli import version_option
 from mondemand.plugins import install_hint

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.backends.rrd_helpers import Rrdcached
+from tests.backends.rrd.rrd_helpers import Rrdcached
 
 
 @pytest.fixture(scope="session")

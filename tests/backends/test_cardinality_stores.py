@@ -16,7 +16,7 @@ from mondemand.envelope import RawEvent
 from mondemand.lwes import encode
 from mondemand.options import parse_options
 from mondemand.plugin_api import ServerContext
-from tests.backends.rrd_helpers import stats_msg
+from tests.backends.rrd.rrd_helpers import stats_msg
 from tests.backends.test_agg import Collector
 
 

@@ -11,7 +11,7 @@ from mondemand.backends.journal import JournalBackend, rotated_name
 from mondemand.envelope import RawEvent
 from mondemand.journal import JournalReader, JournalRecord, JournalWriter
 from mondemand.lwes import Event, LwesType, encode
-from tests.backends.file_helpers import T0, make_backend
+from tests.backends.files.file_helpers import T0, make_backend
 
 ROTATED = re.compile(r"all_events\.log\.(\d{14})\.(\d{13})\.(\d{13})(-\d+)?\.gz")
 

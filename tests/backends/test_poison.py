@@ -19,7 +19,7 @@ from collections.abc import Callable
 import pytest
 import rrdtool
 import whisper
-from mondemand.backends.alerts import ALERT_OPTIONS
+from mondemand.backends.alerts.backend import ALERT_OPTIONS
 
 from mondemand.envelope import RawEvent
 from mondemand.journal import JournalReader
@@ -29,7 +29,7 @@ from mondemand.options import parse_options
 from mondemand.plugin_api import Backend, ServerContext
 from mondemand.plugins import PluginHost
 from mondemand.runner import BackendRunner
-from tests.backends.file_helpers import files_under
+from tests.backends.files.file_helpers import files_under
 
 VALID = 2000
 SERIES = 20  # valid stats events: SERIES series x VALID / SERIES points, a minute apart

@@ -24,7 +24,7 @@ from mondemand.backends.series import (
 )
 
 from mondemand.messages.stats import Metric, MetricType, Statset, StatsMsg
-from tests.backends.rrd_helpers import stats_msg
+from tests.backends.rrd.rrd_helpers import stats_msg
 
 # -- series_from_stats ---------------------------------------------------------------
 

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import rrdtool
 from click.testing import CliRunner, Result
-from mondemand.backends.rrd import RrdBackend
+from mondemand.backends.rrd.backend import RrdBackend
 from mondemand.backends.series import SeriesKey, file_path
 
 from mondemand.cli.rrd import main
 from mondemand.messages.stats import Statset
 from mondemand.options import parse_options
 from mondemand.plugin_api import ServerContext
-from tests.backends.rrd_helpers import BASE, Rrdcached, raw_events, stats_msg
+from tests.backends.rrd.rrd_helpers import BASE, Rrdcached, raw_events, stats_msg
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

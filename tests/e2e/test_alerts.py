@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.backends.alert_helpers import WebhookReceiver, smtp_server
+from tests.backends.alerts.alert_helpers import WebhookReceiver, smtp_server
 from tests.e2e.harness import BIN, ServerProcess, emit, free_port, wait_for
 
 

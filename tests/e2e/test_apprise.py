@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends.alert_helpers import WebhookReceiver, smtp_server
+from tests.backends.alerts.alert_helpers import WebhookReceiver, smtp_server
 from tests.e2e.harness import ServerProcess, emit, free_port, wait_for
 from tests.e2e.test_alerts import config
 
@@ -48,7 +48,7 @@ retry_delay = 100ms
 
 
 def test_a_url_apprise_does_not_know_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
-    from mondemand.backends.alerts import check_alert_sections
+    from mondemand.backends.alerts.backend import check_alert_sections
 
     sections = {"alert": {"a": {"metric": "p:m", "above": 1.0, "notify": ["x"]}},
                 "notifier": {"x": {"type": "apprise", "urls": ["nosuchscheme://secret@host/path"]}}}

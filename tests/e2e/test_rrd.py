@@ -10,7 +10,7 @@ import rrdtool
 from mondemand.backends.series import SeriesKey, file_path, tree_path
 
 from mondemand.lwes import encode
-from tests.backends.rrd_helpers import BASE, Rrdcached, stats_msg
+from tests.backends.rrd.rrd_helpers import BASE, Rrdcached, stats_msg
 from tests.e2e.harness import ServerProcess, emit, free_port, send_udp, wait_for
 
 

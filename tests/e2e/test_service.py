@@ -278,7 +278,7 @@ def test_without_worker_processes_each_tenant_keeps_its_own_agg_too(tmp_path):
 
 
 def test_a_notification_shared_by_two_tenants_names_the_tenant(tmp_path):
-    from tests.backends.alert_helpers import WebhookReceiver, smtp_server
+    from tests.backends.alerts.alert_helpers import WebhookReceiver, smtp_server
 
     with WebhookReceiver() as hook, smtp_server() as (smtp_port, mails):
         # globex and tiny evaluate every rule (no alert_rules): one rule and two notifiers serve both.

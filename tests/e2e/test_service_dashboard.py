@@ -23,7 +23,7 @@ from selenium.webdriver.common.by import By
 from mondemand.lwes import encode
 from mondemand.messages import Metric, MetricType, StatsMsg
 from mondemand.signing import sign
-from tests.backends import dashboard_scenario as scenario
+from tests.backends.dashboard import dashboard_scenario as scenario
 from tests.e2e.harness import free_port, wait_for
 from tests.e2e.service_helpers import ADMIN, KEYS, ServiceServer, all_keys
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import statsd
 from datadog.dogstatsd.base import DogStatsd
-from mondemand.backends.textfiles import unescape_field
+from mondemand.backends.files.textfiles import unescape_field
 
 from tests.e2e.harness import ServerProcess, free_port, wait_for
 

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from mondemand.backends.files.stats_file import StatsFileBackend
 from mondemand.backends.journal import JournalBackend
-from mondemand.backends.stats_file import StatsFileBackend
 
 from mondemand.envelope import RawEvent
 from mondemand.journal import JournalReader, JournalWriter

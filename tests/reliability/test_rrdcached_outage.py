@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 import rrdtool
-from mondemand.backends.rrd import RrdBackend
-from mondemand.backends.rrdcached import RrdcachedClient, RrdcachedError
+from mondemand.backends.rrd.backend import RrdBackend
+from mondemand.backends.rrd.rrdcached import RrdcachedClient, RrdcachedError
 from mondemand.backends.series import SeriesKey, file_path
 
 from mondemand.options import parse_options
 from mondemand.plugin_api import ServerContext
 from mondemand.runner import BackendRunner
-from tests.backends.rrd_helpers import BASE, raw_events, stats_msg
+from tests.backends.rrd.rrd_helpers import BASE, raw_events, stats_msg
 from tests.e2e.harness import wait_for
 
 pytestmark = pytest.mark.reliability

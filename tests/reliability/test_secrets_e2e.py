@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from tests.backends.alert_helpers import smtp_server
+from tests.backends.alerts.alert_helpers import smtp_server
 from tests.e2e.harness import ServerProcess, emit, free_port, wait_for
 from tests.reliability.receivers import Answer, Receiver
 

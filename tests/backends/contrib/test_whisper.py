@@ -15,7 +15,7 @@ from mondemand.messages.stats import Statset
 from mondemand.options import parse_options
 from mondemand.plugin_api import ServerContext
 from mondemand.plugins import PluginHost
-from tests.backends.rrd_helpers import BASE, raw_events, stats_msg
+from tests.backends.rrd.rrd_helpers import BASE, raw_events, stats_msg
 from tests.e2e.harness import ServerProcess, free_port, send_udp, wait_for
 
 

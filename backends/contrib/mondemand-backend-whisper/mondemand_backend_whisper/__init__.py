@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 
 import whisper
-from mondemand.backends.filecache import is_outage
+from mondemand.backends.files.filecache import is_outage
 from mondemand.backends.outage import Outage
 from mondemand.backends.series import (
     CounterRates,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from mondemand.backends.notifiers import (
+from mondemand.backends.alerts.notifiers import (
     CommandNotifier,
     NotifierWorker,
     SmtpNotifier,
@@ -19,7 +19,7 @@ from mondemand.backends.notifiers import (
     escape_text,
 )
 
-from tests.backends.alert_helpers import smtp_server
+from tests.backends.alerts.alert_helpers import smtp_server
 from tests.e2e.harness import wait_for
 from tests.reliability.receivers import Answer, Receiver
 

@@ -13,8 +13,8 @@ import pytest
 import rrdtool
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mondemand.backends.rrd import Layout, RrdBackend
-from mondemand.backends.rrdcached import RrdcachedClient
+from mondemand.backends.rrd.backend import Layout, RrdBackend
+from mondemand.backends.rrd.rrdcached import RrdcachedClient
 from mondemand.backends.series import SeriesKey, file_path, tree_path
 
 from mondemand.envelope import RawEvent
@@ -23,7 +23,7 @@ from mondemand.messages.log import LogMsg
 from mondemand.messages.stats import Statset
 from mondemand.options import parse_options
 from mondemand.plugin_api import ServerContext
-from tests.backends.rrd_helpers import BASE, Rrdcached, raw_events, stats_msg
+from tests.backends.rrd.rrd_helpers import BASE, Rrdcached, raw_events, stats_msg
 
 
 def make_backend(root: Path, **options: Any) -> RrdBackend:

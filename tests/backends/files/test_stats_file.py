@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mondemand.backends.stats_file import BUSY_BATCH, StatsFileBackend
-from mondemand.backends.textfiles import escape_field, unescape_field
+from mondemand.backends.files.stats_file import BUSY_BATCH, StatsFileBackend
+from mondemand.backends.files.textfiles import escape_field, unescape_field
 
 from mondemand.lwes import Event, LwesType
 from mondemand.messages import LogLine, LogMsg, Metric, MetricType, Priority, Statset, StatsMsg
 from mondemand.safepath import MAX_NAME_BYTES, safe_name, unsafe_name
-from tests.backends.file_helpers import T0, files_under, make_backend, received
+from tests.backends.files.file_helpers import T0, files_under, make_backend, received
 
 DAY = 86_400_000
 

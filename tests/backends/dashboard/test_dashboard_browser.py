@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import pytest
 from selenium.webdriver.common.by import By
 
-from tests.backends import dashboard_scenario as scenario
+from tests.backends.dashboard import dashboard_scenario as scenario
 from tests.e2e.harness import ServerProcess, emit, wait_for
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import rrdtool
 from mondemand.backends.outage import Outage
-from mondemand.backends.rrdcached import (
+from mondemand.backends.rrd.rrdcached import (
     RrdcachedClient,
     RrdcachedError,
     classify,

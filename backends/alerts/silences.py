@@ -13,7 +13,7 @@ file (atomically: a temporary file, fsync, one rename) and the alerts backend
   `ok` notification when it clears still goes out, and a new episode (another
   `since`) is not acknowledged.
 
-Series keys are `alert_rules.series_key` of the series' labels, as the
+Series keys are `rules.series_key` of the series' labels, as the
 alerts backend's `/alerts` document shows them (`key`).
 """
 

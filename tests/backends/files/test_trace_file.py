@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from mondemand.backends.trace_file import MAX_ATTEMPTS, TraceBrowser, TraceFileBackend, file_name
+from mondemand.backends.files.trace_file import MAX_ATTEMPTS, TraceBrowser, TraceFileBackend, file_name
 
 from mondemand.lwes import Event, LwesType
 from mondemand.messages import TraceMsg
 from mondemand.plugin_api import ServerContext
 from mondemand.safepath import MAX_NAME_BYTES, safe_name
-from tests.backends.file_helpers import T0, files_under, make_backend, received
+from tests.backends.files.file_helpers import T0, files_under, make_backend, received
 
 
 def trace(owner: str = "alice", trace_id: str = "t-42", message: str = "checkout", prog_id: str = "shop",

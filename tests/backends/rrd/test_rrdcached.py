@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import rrdtool
-from mondemand.backends.rrdcached import (
+from mondemand.backends.rrd.rrdcached import (
     Address,
     RrdcachedClient,
     RrdcachedCommandError,
@@ -17,7 +17,7 @@ from mondemand.backends.rrdcached import (
     timestamp_conflict,
 )
 
-from tests.backends.rrd_helpers import BASE, Rrdcached
+from tests.backends.rrd.rrd_helpers import BASE, Rrdcached
 
 
 @pytest.mark.parametrize(("text", "address"), [

@@ -18,8 +18,8 @@ import pytest
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
-from tests.backends import dashboard_scenario as scenario
-from tests.backends.alert_helpers import WebhookReceiver
+from tests.backends.alerts.alert_helpers import WebhookReceiver
+from tests.backends.dashboard import dashboard_scenario as scenario
 from tests.e2e.harness import ServerProcess, emit, free_port, wait_for
 
 

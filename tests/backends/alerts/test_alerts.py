@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-from mondemand.backends.alerts import ALERT_OPTIONS, NOTIFIER_OPTIONS, AlertConfigError, AlertsBackend
+from mondemand.backends.alerts.backend import ALERT_OPTIONS, NOTIFIER_OPTIONS, AlertConfigError, AlertsBackend
 
 from mondemand.envelope import RawEvent
 from mondemand.messages import LogLine, LogMsg, Metric, MetricType, Priority, StatsMsg
 from mondemand.options import parse_options
 from mondemand.plugin_api import ServerContext
-from tests.backends.alert_helpers import WebhookReceiver
+from tests.backends.alerts.alert_helpers import WebhookReceiver
 from tests.e2e.harness import wait_for
 
 

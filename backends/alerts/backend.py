@@ -32,9 +32,9 @@ from mondemand.options import DAY, Option, SectionProblem
 from mondemand.plugin_api import Backend
 from mondemand.tenancy import tenant_of
 
-from .alert_rules import NOT_SEEN, STATS, Rule, RuleError, RuleState, Transition, rule_from_options, series_key
-from .alert_silences import SILENCES_FILE, Silences
 from .notifiers import NOTIFIER_OPTIONS, Notifier, NotifierWorker, build_notifier, clean_payload
+from .rules import NOT_SEEN, STATS, Rule, RuleError, RuleState, Transition, rule_from_options, series_key
+from .silences import SILENCES_FILE, Silences
 
 __all__ = ["ALERT_OPTIONS", "NOTIFIER_OPTIONS", "AlertConfigError", "AlertsBackend", "check_alert_sections"]
 
@@ -196,7 +196,7 @@ class AlertsBackend(Backend):
         self._source_rules = [r for r in self.rules.values() if r.rule.kind == NOT_SEEN]
         path = self.config["state_file"]
         self.state_path = (self.context.config_dir / path) if path else None
-        # Silences and acknowledgements the dashboard writes beside the state file (backends/alert_silences.py).
+        # Silences and acknowledgements the dashboard writes beside the state file (backends/alerts/silences.py).
         self.silences = Silences(self.state_path.with_name(SILENCES_FILE) if self.state_path else None)
         self.silences.reload()
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY_KEPT)

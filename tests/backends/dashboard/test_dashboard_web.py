@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from mondemand.backends.dashboard import DashboardBackend, local_timezone
 from mondemand.backends.dashboard.web import DashboardError
-from mondemand.backends.rrd import RrdBackend
+from mondemand.backends.rrd.backend import RrdBackend
 
 from mondemand.envelope import RawEvent
 from mondemand.lwes import encode

@@ -10,8 +10,8 @@ the reference does). Line (docs/files.md):
 
 from __future__ import annotations
 
-from mondemand.backends.stats_file import fallback_ms
-from mondemand.backends.textfiles import DatedTextBackend, escape_field, format_context
+from mondemand.backends.files.stats_file import fallback_ms
+from mondemand.backends.files.textfiles import DatedTextBackend, escape_field, format_context
 
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl

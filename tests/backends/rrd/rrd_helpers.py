@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mondemand.backends.rrdcached import RrdcachedClient, RrdcachedError
+from mondemand.backends.rrd.rrdcached import RrdcachedClient, RrdcachedError
 
 from mondemand.envelope import RawEvent
 from mondemand.lwes import encode

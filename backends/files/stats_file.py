@@ -23,7 +23,7 @@ import time
 from operator import add as add_str
 from typing import Any
 
-from mondemand.backends.textfiles import MAX_TIME_MS, DatedTextBackend, escape_field, format_context, valid_ms
+from mondemand.backends.files.textfiles import MAX_TIME_MS, DatedTextBackend, escape_field, format_context, valid_ms
 
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl

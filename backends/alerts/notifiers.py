@@ -38,7 +38,7 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 from mondemand.options import DAY, HOUR, Option
 from mondemand.redact import redact_text, redact_url, url_secrets
 
-from .alert_rules import RuleError
+from .rules import RuleError
 
 log = logging.getLogger("mondemand.alerts.notify")
 
@@ -141,7 +141,7 @@ NOTIFIER_OPTIONS = (
            help="webhook: follow redirects within the same origin (scheme, host, port); default false"),
     # command
     Option("command", "str", None, check=_check_command, help="command: argv, split like a shell; JSON on stdin"),
-    # apprise (backends/notify_apprise.py)
+    # apprise (backends/alerts/notify_apprise.py)
     Option("urls", "list", None, help="apprise: Apprise URLs (SMS, voice, chat, mail: docs/alerts.md)"),
 )
 _COMMON = {"type", "retries", "retry_delay", "retry_max", "timeout", "queue_size"}

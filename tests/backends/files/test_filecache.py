@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from mondemand.backends.filecache import FileCache
+from mondemand.backends.files.filecache import FileCache
 
 
 def test_appends_create_directories_and_keep_the_descriptor(tmp_path):

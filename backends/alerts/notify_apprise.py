@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .alert_rules import RuleError
 from .notifiers import Notifier, NotifierError, subject_of
+from .rules import RuleError
 
 __all__ = ["AppriseNotifier"]
 

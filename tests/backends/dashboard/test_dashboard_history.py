@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from mondemand.backends.dashboard.history import History, HistoryError, align, day_pair, statistics_for
-from mondemand.backends.rrd import RrdBackend
+from mondemand.backends.rrd.backend import RrdBackend
 from mondemand.backends.series import SeriesKey, file_path
 
 from mondemand.envelope import RawEvent

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mondemand.backends.filecache import FileCache, is_outage
+from mondemand.backends.files.filecache import FileCache, is_outage
 from mondemand.backends.outage import Outage
 
 from mondemand.fdlimit import descriptor_share

@@ -8,7 +8,7 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mondemand.backends.alert_rules import (
+from mondemand.backends.alerts.rules import (
     FIRING,
     OK,
     RuleError,

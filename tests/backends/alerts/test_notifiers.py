@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from mondemand.backends.alert_rules import RuleError
-from mondemand.backends.notifiers import (
+from mondemand.backends.alerts.notifiers import (
     NotifierWorker,
     build_notifier,
     parse_headers,
 )
+from mondemand.backends.alerts.rules import RuleError
 
-from tests.backends.alert_helpers import WebhookReceiver, smtp_server
+from tests.backends.alerts.alert_helpers import WebhookReceiver, smtp_server
 from tests.e2e.harness import free_port, wait_for
 
 PAYLOAD = {

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mondemand.backends.log_file import LogFileBackend
-from mondemand.backends.textfiles import unescape_field
+from mondemand.backends.files.log_file import LogFileBackend
+from mondemand.backends.files.textfiles import unescape_field
 
 from mondemand.envelope import RawEvent
 from mondemand.lwes import Event, LwesType, add_headers
 from mondemand.messages import LogLine, LogMsg, Metric, MetricType, Priority, StatsMsg
 from mondemand.safepath import safe_name
-from tests.backends.file_helpers import T0, files_under, make_backend, received
+from tests.backends.files.file_helpers import T0, files_under, make_backend, received
 
 
 def rows(path: Path) -> list[list[str]]:
