@@ -27,8 +27,7 @@ import os
 import time
 from pathlib import Path
 
-from mondemand.backends.files.filecache import is_outage
-from mondemand.backends.outage import Outage
+from mondemand.backends.outage import Outage, is_outage
 
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl

@@ -10,14 +10,23 @@ not a fault of the backend.
 
 from __future__ import annotations
 
+import errno
 import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Generic, TypeVar
 
-__all__ = ["Outage"]
+__all__ = ["OUTAGE_ERRNOS", "Outage", "is_outage"]
 
 T = TypeVar("T")
+
+#: The errors of a whole file system rather than of one file: full, read-only, over quota, failing.
+OUTAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO})
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for an OSError that is a condition of the whole file system (full, read-only, quota, I/O error)."""
+    return isinstance(exc, OSError) and exc.errno in OUTAGE_ERRNOS
 
 
 class Outage(Generic[T]):

@@ -15,7 +15,7 @@ Not thread-safe: each backend owns its cache and uses it from its worker.
 
 An append is all or nothing: when a write fails part way (a full disk), the
 file is truncated back to where the append started, so a reader never sees a
-partial line, and `OSError` is raised. `is_outage` tells the errors that are
+partial line, and `OSError` is raised. `mondemand.backends.outage.is_outage` tells the errors that are
 the file system's condition (full, read-only, over quota, I/O error) from those
 of one file. `write` is the seam tests use to inject such errors on a real
 descriptor.
@@ -33,14 +33,6 @@ from pathlib import Path
 
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 #: errno values that mean the file system cannot take writes for now (not a problem of one file or line).
-OUTAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO})
-
-
-def is_outage(exc: BaseException) -> bool:
-    """True for an OSError that is a condition of the whole file system (full, read-only, quota, I/O error)."""
-    return isinstance(exc, OSError) and exc.errno in OUTAGE_ERRNOS
-
-
 class FileCache:
     """Append-mode descriptors by path, closed after `idle_timeout` seconds unused or when over `max_open`."""
 

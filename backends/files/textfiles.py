@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mondemand.backends.files.filecache import FileCache, is_outage
-from mondemand.backends.outage import Outage
+from mondemand.backends.files.filecache import FileCache
+from mondemand.backends.outage import Outage, is_outage
 
 from mondemand.fdlimit import descriptor_share
 from mondemand.options import DAY, TIB, Option

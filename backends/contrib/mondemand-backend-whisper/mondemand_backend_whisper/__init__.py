@@ -28,8 +28,7 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 
 import whisper
-from mondemand.backends.files.filecache import is_outage
-from mondemand.backends.outage import Outage
+from mondemand.backends.outage import Outage, is_outage
 from mondemand.backends.series import (
     CounterRates,
     PathRegistry,
