@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import subprocess
 
-from tests.e2e.harness import BIN
+from tests.e2e.harness import check_config
 
 
 def check(tmp_path, text: str) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "routes.ini"
     path.write_text(text)
-    return subprocess.run([str(BIN / "mondemand-server"), "-c", str(path), "--check"], capture_output=True,
-                          text=True, timeout=60)
+    return check_config(path)
 
 
 def rrd_config(root, daemon: str) -> str:

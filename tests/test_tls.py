@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,7 +19,7 @@ from aiohttp import web
 
 from mondemand.httplimits import Limits, check_tls, is_loopback
 from mondemand.httpserve import Surface
-from tests.e2e.harness import BIN, wait_for
+from tests.e2e.harness import check_config, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -159,8 +158,7 @@ def check(tmp_path: Path, address: str = "127.0.0.1", tls: str = "", cwd: Path |
     config = tmp_path / "conf" / "routes.ini"
     config.parent.mkdir(exist_ok=True)
     config.write_text(CONFIG.format(address=address, tls=tls, hash="0" * 64, tmp=tmp_path))
-    return subprocess.run([str(BIN / "mondemand-server"), "-c", str(config), "--check"], capture_output=True,
-                          text=True, timeout=60, cwd=cwd or tmp_path)
+    return check_config(config, cwd=cwd or tmp_path)
 
 
 def test_check_refuses_a_missing_or_unreadable_certificate_naming_file_section_and_key(ca, tmp_path):

@@ -56,6 +56,12 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+def check_config(path: Path | str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`mondemand-server -c PATH --check`, its output captured (exit 0 good, 2 refused)."""
+    return subprocess.run([str(BIN / "mondemand-server"), "-c", str(path), "--check"], capture_output=True,
+                          text=True, timeout=60, cwd=cwd)
+
+
 class ServerProcess:
     """A mondemand-server subprocess on a config written by the test."""
 

@@ -15,6 +15,7 @@ from tests.conftest import ROOT
 from tests.e2e.harness import (
     BIN,
     ServerProcess,
+    check_config,
     emit,
     free_port,
     random_group,
@@ -291,8 +292,7 @@ backends = out
 def run_check(tmp_path, config: str) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "check.ini"
     path.write_text(config)
-    return subprocess.run([str(BIN / "mondemand-server"), "-c", str(path), "--check"],
-                          capture_output=True, text=True, timeout=60)
+    return check_config(path)
 
 
 def test_check_reports_every_bad_key_by_section(tmp_path):

@@ -23,7 +23,7 @@ import pytest
 from mondemand.lwes import encode
 from mondemand.messages import LogLine, LogMsg, Metric, MetricType, Priority, StatsMsg
 from mondemand.signing import sign
-from tests.e2e.harness import BIN, free_port, wait_for
+from tests.e2e.harness import check_config, free_port, wait_for
 from tests.e2e.service_helpers import (
     ADMIN,
     KEYS,
@@ -231,8 +231,7 @@ type = sink
 events = *
 backends = s
 """)
-    result = subprocess.run([str(BIN / "mondemand-server"), "-c", str(config), "--check"], capture_output=True,
-                            text=True, timeout=60)
+    result = check_config(config)
     assert result.returncode == 2, result.stderr
     assert "routes.ini: [tenant:a] keys_file: " in result.stderr and "bad.keys:1:" in result.stderr
     assert "routes.ini: [tenant:b] keys: key web: hmac secrets belong in a keys_file" in result.stderr
@@ -251,14 +250,12 @@ type = sink
 events = *
 backends = s
 """)
-    result = subprocess.run([str(BIN / "mondemand-server"), "-c", str(config), "--check"], capture_output=True,
-                            text=True, timeout=60)
+    result = check_config(config)
     assert result.returncode == 2 and "[listener:u] signatures: needs [tenant:NAME]" in result.stderr
 
 
 def test_the_service_example_passes_check_from_the_repository_root():
-    result = subprocess.run([str(BIN / "mondemand-server"), "-c", "examples/service.ini", "--check"], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    result = check_config("examples/service.ini", cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert "listener dattss: dattss" in result.stdout and "tenant acme" in result.stdout
 
@@ -409,8 +406,7 @@ path = {tmp_path}/out.txt
 events = *
 backends = out
 """)
-    result = subprocess.run([str(BIN / "mondemand-server"), "-c", str(config), "--check"], capture_output=True,
-                            text=True, timeout=60)
+    result = check_config(config)
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert "error: routes.ini: [listener:a] tenant: no [tenant:nobody] section" in lines
