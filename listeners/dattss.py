@@ -34,7 +34,7 @@ from mondemand.listeners.udp import plain_ip
 
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
-from mondemand.httplimits import Limits, limit_options
+from mondemand.httplimits import limit_options
 from mondemand.lwes import MAX_DATAGRAM, encode
 from mondemand.messages import StatsMsg
 from mondemand.options import Option
@@ -108,11 +108,7 @@ class DattssListener(SurfaceListener):
     def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
         super().__init__(name, config, context)
         settings = {opt.name: opt.default for opt in self.options} | self.config
-        self.address: str = str(settings["address"]).strip("[]")
-        self.port: int = int(settings["port"])
-        self.max_body: int = int(settings["max_body"])
-        self.limits = Limits.from_options(settings)
-        self.max_connections: int = self.limits.max_connections
+        self._take_surface_settings(settings)
         self.tenants = context.tenants
         self.counts = dict.fromkeys(("received", "partials", "bad_request", "unauthorized", "over_quota",
                                      "too_large", "errors", "process_polls"), 0)

@@ -27,7 +27,7 @@ from mondemand.listeners.udp import MalformedLog, plain_ip
 
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
-from mondemand.httplimits import Limits, limit_options
+from mondemand.httplimits import limit_options
 from mondemand.lwes import LwesDecodeError
 from mondemand.messages.stats_fast import NAMES, PROG_ID
 from mondemand.options import GIB, Option
@@ -68,12 +68,8 @@ class LwesHttpListener(SurfaceListener):
     def __init__(self, name: str, config: Mapping[str, Any], context: ServerContext) -> None:
         super().__init__(name, config, context)
         settings = {opt.name: opt.default for opt in self.options} | self.config
-        self.address: str = str(settings["address"]).strip("[]")
-        self.port: int = int(settings["port"])
-        self.max_body: int = int(settings["max_body"])
+        self._take_surface_settings(settings)
         self.max_buffered: int = max(int(settings["max_buffered"]), self.max_body)
-        self.limits = Limits.from_options(settings)
-        self.max_connections: int = self.limits.max_connections
         self.received = 0
         self.malformed = 0
         self.errors = 0

@@ -1,7 +1,7 @@
 """What every HTTP listener shares: its aiohttp surface's start, stop, TLS reload and counters.
 
-A subclass sets `name`, `address`, `port`, `limits` and `max_connections`
-in its `__init__` and defines `_handle(request)`; `start` binds the port,
+A subclass calls `_take_surface_settings` in its `__init__` and defines
+`_handle(request)`; `start` binds the port,
 keeps one thread that hands events to the router in arrival order
 (`_deliverer`), and serves on the surface's own loop thread.
 """
@@ -9,7 +9,7 @@ keeps one thread that hands events to the router in arrival order
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,14 @@ class SurfaceListener(Listener):
     _deliver: Callable[[list[RawEvent]], None] | None = None
     _deliverer: concurrent.futures.ThreadPoolExecutor | None = None
     _bound: tuple[str, int] | None = None
+
+    def _take_surface_settings(self, settings: Mapping[str, Any]) -> None:
+        """address, port, max_body and the connection limits, from the listener's settings."""
+        self.address = str(settings["address"]).strip("[]")
+        self.port = int(settings["port"])
+        self.max_body: int = int(settings["max_body"])
+        self.limits = Limits.from_options(settings)
+        self.max_connections = self.limits.max_connections
 
     async def _handle(self, request: Any) -> Any:
         raise NotImplementedError
