@@ -141,14 +141,15 @@ class Server:
                 except Exception as exc:
                     raise ServerStartError(f"[backend:{name}] failed to start: {exc}") from exc
                 started.append(runner)
-            if self.config.http is not None:
-                self._start_http()
             for name, listener in self.listeners.items():
                 try:
                     listener.start(self.tenant_routing.dispatcher(name))
                 except Exception as exc:
                     raise ServerStartError(f"[listener:{name}] failed to start: {exc}") from exc
                 log.info("listening on %s", listener.describe())
+            if self.config.http is not None:
+                # Last: a /status that answers means every listener is bound (a readiness probe).
+                self._start_http()
         except ServerStartError:
             self._stop_listeners()
             for runner in started:
