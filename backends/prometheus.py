@@ -19,7 +19,9 @@ are made valid (`[a-zA-Z_:][a-zA-Z0-9_:]*`, label names without `:` and
 without a leading `__`); a context key that would clash with `prog_id`,
 `host` or `quantile` becomes `context_<key>`. Series not updated for
 `expire_after` disappear; beyond `max_series` new series are dropped and
-counted (`overflow`). docs/prometheus.md has the details.
+counted (`overflow`). A cardinality guard (`mondemand.cardinality`) keeps one
+flooding sender or program from filling `max_series` and hiding the others.
+docs/prometheus.md has the details.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
 
+from mondemand.cardinality import CardinalityGuard, CardinalityLimits, cardinality_options, guard_sender
 from mondemand.envelope import RawEvent
 from mondemand.hookspecs import hookimpl
 from mondemand.httplimits import Limits, limit_options
@@ -85,6 +88,7 @@ class PrometheusBackend(Backend):
         Option("prefix", "str", "", help="prepended to every metric name (e.g. md_)"),
         Option("expire_after", "duration", 900.0, minimum=1, help="a series not updated this long disappears"),
         Option("max_series", "int", 100_000, minimum=1, help="series kept at most; new ones beyond are dropped"),
+        *cardinality_options(per_sender=20_000, per_prog_id=50_000, per_datagram=1000, per_minute=5000),
         *limit_options(max_connections=64),
     )  # fmt: skip
 
@@ -96,9 +100,14 @@ class PrometheusBackend(Backend):
         # (kind, name, labels) -> state. gauge: [value, seen]; counter: [total, last raw, seen];
         # summary: [count, sum, quantiles, seen].
         self.series: dict[tuple[str, str, Labels], list[Any]] = {}
+        #: who may add series; `_owners` holds the (sender, prog_id) each series was admitted for, to release it
+        self.guard = CardinalityGuard(f"prometheus backend {self.name}", CardinalityLimits.from_options(self.config),
+                                      self.log)
+        self._owners: dict[tuple[str, str, Labels], tuple[str | None, str]] = {}
         self._names: dict[str, str] = {}
         self._labels: dict[tuple[str, str, tuple[tuple[str, str], ...]], Labels] = {}
-        self.stats = dict.fromkeys(("messages", "overflow", "expired", "counter_resets", "scrapes"), 0)
+        self.stats = dict.fromkeys(("messages", "overflow", "refused_series", "expired", "counter_resets",
+                                    "scrapes"), 0)
         self.ratelog = RateLimitedLog(self.log)
         self._next_expiry = time.monotonic() + min(60.0, self.expire_after)
         self.registry = CollectorRegistry(auto_describe=False)
@@ -146,7 +155,9 @@ class PrometheusBackend(Backend):
     def counters(self) -> dict[str, float]:
         surface = getattr(self, "surface", None)
         http = {f"http_{k}": v for k, v in surface.counters().items()} if surface is not None else {}
-        return {"series": len(self.series), **self.stats, **http}
+        guard = getattr(self, "guard", None)
+        refusals = guard.counters() if guard is not None else {}
+        return {"series": len(self.series), **self.stats, **refusals, **http}
 
     # -- intake ---------------------------------------------------------------
 
@@ -184,14 +195,14 @@ class PrometheusBackend(Backend):
                 if not isinstance(msg, StatsMsg):
                     continue
                 try:
-                    self._add(msg, now, raw.tenant if service else None)
+                    self._add(msg, now, raw.tenant if service else None, raw)
                 except Exception as exc:  # bad data in this event: it alone is dropped
                     self.reject(raw, exc)
             if now >= self._next_expiry:
                 self._expire(now)
                 self._next_expiry = now + min(60.0, self.expire_after)
 
-    def _add(self, msg: StatsMsg, now: float, tenant: str | None = None) -> None:
+    def _add(self, msg: StatsMsg, now: float, tenant: str | None = None, raw: RawEvent | None = None) -> None:
         self.stats["messages"] += 1
         labels = self._label_set(msg, tenant)
         series = self.series
@@ -212,7 +223,12 @@ class PrometheusBackend(Backend):
                     self.ratelog.warning("overflow", "%s: %d series (max_series); %s of %s from %s dropped",
                                          self.name, len(series), metric.name, msg.prog_id, msg.host)
                     continue
+                sender = guard_sender(raw.sender_ip, raw.listener) if raw is not None else None
+                if not self.guard.admit(sender, msg.prog_id, raw):
+                    self.stats["refused_series"] += 1
+                    continue
                 state = series[key] = self._new(kind, metric.value, now)
+                self._owners[key] = (sender, msg.prog_id)
                 continue
             if kind is MetricType.GAUGE:
                 state[0], state[1] = float(metric.value), now
@@ -243,8 +259,12 @@ class PrometheusBackend(Backend):
     def _expire(self, now: float) -> None:
         limit = now - self.expire_after
         old = [key for key, state in self.series.items() if state[-1] < limit]
+        owners, release = self._owners, self.guard.release
         for key in old:
             del self.series[key]
+            owner = owners.pop(key, None)
+            if owner is not None:
+                release(*owner)
         self.stats["expired"] += len(old)
 
     # -- the scrape ---------------------------------------------------------------
