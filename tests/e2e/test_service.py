@@ -315,7 +315,7 @@ to = ops@example.org
 
 
 def test_a_tenants_own_port_stamps_its_events_and_prometheus_labels_the_tenant(tmp_path):
-    acme_udp, tiny_udp, globex_statsd = free_port(), free_port(), free_port()
+    acme_udp, tiny_udp, globex_statsd, tiny_statsd = free_port(), free_port(), free_port(), free_port()
     prom = free_port(socket.SOCK_STREAM)
     srv = ServiceServer(tmp_path, extra_backends=f"""
 [listener:acme-port]
@@ -337,6 +337,13 @@ port = {globex_statsd}
 flush_interval = 200ms
 tenant = globex
 
+[listener:tiny-statsd]
+type = statsd
+address = 127.0.0.1
+port = {tiny_statsd}
+flush_interval = 200ms
+tenant = tiny
+
 [backend:prom]
 type = prometheus
 address = 127.0.0.1
@@ -354,6 +361,13 @@ backends = prom
         wait_for(lambda: srv.listener("tiny-port")["received"] == 10, what="tiny's datagrams")
         assert srv.listener("tiny-port")["over_quota"] >= 7
         assert "over_quota" not in srv.listener("acme-port")  # no quota: the plain (compiled) receive loop
+        # statsd on a tenant port: one flush of ten programs is ten events, and tiny's bucket (2/s) is shared
+        send("\n".join(f"tinyd{i}.depth:{i}|g" for i in range(10)).encode(), tiny_statsd)
+        statsd = wait_for(lambda: (c := srv.listener("tiny-statsd"))["events"] + c.get("over_quota", 0) == 10 and c,
+                          what="tiny's statsd flush")
+        assert statsd["over_quota"] >= 7, statsd
+        wait_for(lambda: len(tiny_programs(srv.data / "stats" / "tiny")) == statsd["events"],
+                 what="tiny's admitted statsd programs on disk")
         wait_for(lambda: "\tportq\t42" in files_text(srv.data / "stats" / "acme")
                  and "\tportq\t7" in files_text(srv.data / "stats" / "globex"), what="both tenants' portq")
         assert "portq" not in files_text(srv.data / "stats" / "globex").replace("\tportq\t7", "")
@@ -370,6 +384,11 @@ backends = prom
         assert any('tenant="globex"' in line and line.endswith(" 7.0") for line in lines), lines
     finally:
         assert srv.stop() == 0, srv.log()
+
+
+def tiny_programs(root) -> set[str]:
+    """The `tinydN` programs with a stats file under `root` (`<root>/YYYY/MM/DD/<prog_id>/<host>`)."""
+    return {p.parent.name for p in root.rglob("*") if p.is_file() and p.parent.name.startswith("tinyd")}
 
 
 def srv_tenants() -> set[str]:
