@@ -32,7 +32,7 @@ system-packages:
 	@# Debian's nodejs comes without npm; NodeSource's carries its own (and conflicts with Debian's npm).
 	@command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
 
-$(STAMP): pyproject.toml $(wildcard backends/contrib/*/pyproject.toml) | system-packages
+$(STAMP): pyproject.toml mondemand/_speedups.c $(wildcard backends/contrib/*/pyproject.toml) | system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev,rrd,whisper,web,alerts]'

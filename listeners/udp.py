@@ -60,6 +60,9 @@ IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 MAX_RECEIVE_BUFFER = 1 << 30
 #: Datagrams read in one drain before the thread checks the wake-up pipe again.
 MAX_BURST = 4096
+#: Bytes read in one drain at most (plus one recvmmsg call's): a drain is one batch held in memory and
+#: handed on whole, so 4096 datagrams of 50 KB would be 200 MB, and a worker link takes batches whole.
+MAX_BURST_BYTES = 4 << 20
 #: After a drain of fewer datagrams than this, the thread waits LINGER seconds before polling again.
 LINGER_BELOW = 512
 LINGER = 0.002
@@ -371,7 +374,7 @@ class LwesUdpListener(Listener):
                 time.sleep(LINGER)
 
     def _drain(self, sock: socket.socket, deliver: Callable[[list[RawEvent]], None]) -> None:
-        """Read up to MAX_BURST datagrams, until the socket would block, and deliver them as one batch."""
+        """Read up to MAX_BURST datagrams or MAX_BURST_BYTES, until the socket would block; deliver one batch."""
         fast = envelope.SPEEDUPS
         if fast is not None and self.gate is None:  # signed datagrams take the Python loop (one check each)
             receiver = self._receiver
@@ -390,7 +393,7 @@ class LwesUdpListener(Listener):
         append = batch.append
         gate = self.gate.check if self.gate is not None else None
         try:
-            for _ in range(MAX_BURST):
+            while received < MAX_BURST and nbytes < MAX_BURST_BYTES:
                 try:
                     data, addr = recvfrom(size)
                 except BlockingIOError:
@@ -422,7 +425,8 @@ class LwesUdpListener(Listener):
 
     def _drain_compiled(self, receiver: Any, deliver: Callable[[list[RawEvent]], None]) -> None:
         """`_drain` through `mondemand._speedups.Receiver`: the same events, counters and errors."""
-        events, slow, received, nbytes, err = receiver.drain(MAX_BURST, self.name, self.tenant, envelope._NAMES)
+        events, slow, received, nbytes, err = receiver.drain(MAX_BURST, MAX_BURST_BYTES, self.name, self.tenant,
+                                                             envelope._NAMES)
         try:
             for data, ms, ip, port in slow:  # a name not seen yet (learnt here) or unreadable (malformed)
                 try:

@@ -21,6 +21,8 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#define SPEEDUPS_API 2
+
 enum { S_DATA, S_RECEIPT, S_IP, S_PORT, S_LISTENER, S_NAME, S_TENANT, S_STATS, NSLOTS };
 static const char *slot_names[NSLOTS] = {"data", "receipt_ms", "sender_ip", "sender_port",
                                          "listener", "name", "tenant", "_stats"};
@@ -232,15 +234,16 @@ static PyObject *name_of(Receiver *r, const unsigned char *buf, Py_ssize_t len, 
 }
 
 static PyObject *receiver_drain(Receiver *r, PyObject *args) {
-    Py_ssize_t max_count;
+    Py_ssize_t max_count, max_bytes;
     PyObject *listener, *tenant, *names;
-    if (!PyArg_ParseTuple(args, "nUUO!", &max_count, &listener, &tenant, &PyDict_Type, &names)) return NULL;
+    if (!PyArg_ParseTuple(args, "nnUUO!", &max_count, &max_bytes, &listener, &tenant, &PyDict_Type, &names))
+        return NULL;
     if (!ready()) return NULL;
     PyObject *events = PyList_New(0), *slow = PyList_New(0);
     if (events == NULL || slow == NULL) goto fail;
     Py_ssize_t received = 0, nbytes = 0;
     int err = 0;
-    while (received < max_count) {
+    while (received < max_count && nbytes < max_bytes) {
         unsigned want = (unsigned)(max_count - received < VLEN ? max_count - received : VLEN);
         for (unsigned i = 0; i < want; i++) r->msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);
         int n;
@@ -311,8 +314,9 @@ fail:
 
 static PyMethodDef receiver_methods[] = {
     {"drain", (PyCFunction)receiver_drain, METH_VARARGS,
-     "drain(max_count, listener, tenant, names) -> (events, slow, received, nbytes, errno)\n\n"
-     "Read up to max_count datagrams without blocking. `events` are RawEvents of known names; `slow` holds\n"
+     "drain(max_count, max_bytes, listener, tenant, names) -> (events, slow, received, nbytes, errno)\n\n"
+     "Read up to max_count datagrams without blocking, stopping once max_bytes are read (a burst of\n"
+     "recvmmsg may pass it by one call's datagrams). `events` are RawEvents of known names; `slow` holds\n"
      "(data, receipt_ms, ip, port) of datagrams whose name prefix is not in `names` (for the caller to\n"
      "learn or count as malformed); errno is a receive error other than EAGAIN, or 0."},
     {NULL, NULL, 0, NULL}};
@@ -572,6 +576,11 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     Py_INCREF(&ReceiverType);
     if (PyModule_AddObject(m, "Receiver", (PyObject *)&ReceiverType) < 0) {
         Py_DECREF(&ReceiverType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    /* Bumped whenever a call's arguments change: mondemand.envelope refuses a build of another version. */
+    if (PyModule_AddIntConstant(m, "API", SPEEDUPS_API) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -12,7 +12,8 @@ senders set it, and it travels with the event to the worker processes.
 The compiled hot path (`mondemand._speedups`, built by `make setup`) builds
 RawEvents by storing into their slots without running `__init__`; it learns the
 slots' offsets here, at import. `SPEEDUPS` is that module, or None when it is
-missing or `MONDEMAND_PURE_PYTHON=1` asks for the pure-Python path.
+missing, built from another version of its source (`SPEEDUPS_API`; `make setup`
+builds it again), or `MONDEMAND_PURE_PYTHON=1` asks for the pure-Python path.
 """
 
 from __future__ import annotations
@@ -186,12 +187,24 @@ def _is_ipv4(address: str) -> bool:
     return address.count(".") == 3 and ":" not in address
 
 
+#: The version of `mondemand/_speedups.c` this code calls; a module built from another is not used.
+SPEEDUPS_API = 2
+#: Why the compiled hot path is not used ("" when it is), for `/status`.
+SPEEDUPS_MISSING = ""
+
+
 def _load_speedups() -> Any:
+    global SPEEDUPS_MISSING
     if os.environ.get("MONDEMAND_PURE_PYTHON", "") not in ("", "0"):
+        SPEEDUPS_MISSING = "MONDEMAND_PURE_PYTHON is set"
         return None
     try:
         from mondemand import _speedups
     except ImportError:
+        SPEEDUPS_MISSING = "mondemand._speedups is not built"
+        return None
+    if getattr(_speedups, "API", 1) != SPEEDUPS_API:
+        SPEEDUPS_MISSING = "mondemand._speedups was built from another version: run make setup"
         return None
     _speedups.setup(RawEvent, _UNSET)
     return _speedups

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from mondemand.config import ServerConfig
-from mondemand.envelope import SPEEDUPS, RawEvent
+from mondemand.envelope import SPEEDUPS, SPEEDUPS_MISSING, RawEvent
 from mondemand.fdlimit import plan_connections, raise_soft_limit
 from mondemand.httplimits import Limits
 from mondemand.kernelstats import KernelDrops
@@ -112,11 +112,13 @@ class Server:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
-        """Start worker processes and backends, then the HTTP port, then listeners.
+        """Start worker processes and backends, then listeners, then the HTTP port.
 
         Raises ServerStartError naming what failed. Workers are forked first,
         before this process has started any thread.
         """
+        if SPEEDUPS is None and "make setup" in SPEEDUPS_MISSING:
+            log.warning("the compiled hot path is not used: %s; the pure-Python path runs", SPEEDUPS_MISSING)
         started: list[BackendRunner] = []
         forked: list[WorkerProcess] = []
         raise_soft_limit()  # before forking: the workers inherit it

@@ -121,7 +121,12 @@ class RemoteTarget:
         self.mask = mask
 
     def offer_many(self, events: list[RawEvent]) -> int:
-        """Queue the batch for the worker; never blocks. Returns how many were queued (all or none)."""
+        """Queue the batch for the worker; never blocks. Returns how many were queued.
+
+        A batch goes as one frame, or in halves when its frame would take
+        more than half of `link_bytes`, so that a burst of big datagrams is
+        not dropped whole by a link that could take most of it.
+        """
         if not events:
             return 0
         try:
@@ -133,6 +138,9 @@ class RemoteTarget:
                 return 0
             payload = encode_batch(good[0].name, good)
             events = good
+        if len(payload) > self.worker.link_bytes // 2 and len(events) > 1:
+            half = len(events) // 2
+            return self.offer_many(events[:half]) + self.offer_many(events[half:])
         return self.worker.offer(payload, self.mask, len(events))
 
     def __repr__(self) -> str:

@@ -307,3 +307,56 @@ def test_stopping_a_worker_that_was_never_forked_kills_nothing() -> None:
     worker.stop(timeout=0.05)  # pid 0: a kill(0, SIGKILL) here would end this test process
     worker.kill()
     assert worker.pid == 0
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_a_drain_of_big_datagrams_stops_near_max_burst_bytes(monkeypatch, compiled: bool) -> None:
+    """A drain is one batch held whole: 150 datagrams of 50 KB (7.5 MB) waiting take two drains or more."""
+    from mondemand.listeners import udp
+
+    monkeypatch.setattr(envelope, "SPEEDUPS", COMPILED if compiled else None)
+    lst = LwesUdpListener("big", {"address": "127.0.0.1", "port": 0, "receive_buffer": 64 << 20},
+                          ServerContext(config_dir=Path.cwd()))
+    rx = lst._open_socket()
+    batches: list[list[RawEvent]] = []
+    data = [encode(Event("Test::Big").set("blob", LwesType.STRING, f"{i:05d}" + "x" * 49_995)) for i in range(150)]
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for d in data:
+                tx.sendto(d, rx.getsockname())
+        time.sleep(0.05)
+        while lst.received < len(data) and len(batches) < 50:
+            lst._drain(rx, batches.append)
+    finally:
+        rx.close()
+    assert sorted(raw.data for batch in batches for raw in batch) == sorted(data)
+    slack = 64 * len(data[0]) if compiled else len(data[0])  # one recvmmsg call, or one datagram
+    assert len(batches) >= 2
+    assert all(sum(len(raw.data) for raw in batch) <= udp.MAX_BURST_BYTES + slack for batch in batches)
+
+
+def test_a_batch_bigger_than_half_the_worker_link_goes_in_parts_not_dropped_whole() -> None:
+    from mondemand.workers import BackendSpec, WorkerProcess, WorkerSettings
+
+    worker = WorkerProcess("w", [BackendSpec("sink", object, {})], WorkerSettings("h", Path.cwd(), {}),
+                           inject=lambda raw: None, link_bytes=1 << 20)  # not forked: frames wait in its queue
+    target = worker.target("sink")
+    batch = [RawEvent(encode(Event("Te::Big").set("b", LwesType.STRING, "y" * 50_000)), 1, "127.0.0.1", 1, "main",
+                      "Te::Big") for _ in range(40)]  # 2 MB: over the whole link
+    queued = target.offer_many(batch)
+    assert 0 < queued < 40 and queued + worker.link_dropped[0] == 40
+    frames = list(worker._queue)
+    assert sum(count for _, _, count in frames) == queued
+    assert all(len(frame) <= (1 << 20) // 2 + ipc.HEADER.size for frame, _, _ in frames)
+    assert worker.queued_bytes <= 1 << 20
+
+
+def test_a_module_built_from_another_version_of_the_source_is_not_used(monkeypatch) -> None:
+    monkeypatch.delenv("MONDEMAND_PURE_PYTHON", raising=False)
+    monkeypatch.setattr(COMPILED, "API", envelope.SPEEDUPS_API - 1)
+    try:
+        assert envelope._load_speedups() is None
+        assert "make setup" in envelope.SPEEDUPS_MISSING
+    finally:
+        monkeypatch.undo()
+        envelope._load_speedups()  # what this process had: SPEEDUPS_MISSING as it was
