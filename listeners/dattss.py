@@ -8,8 +8,13 @@ statset and BOT10/TOP10 gauges `mondemand.client.process` sends over UDP
 key's tenant whose context marks it as partials, so the agg backend and the
 storage backends take it exactly like a UDP client's partial. The process
 name is `nam` in the body or `?process=`; the host `hst` or `?host=`, else
-the sender's address. `PUT /process?auth=KEY&process=NAME` records that the
-process is alive and answers at once (no long poll, no kill switch).
+the sender's address. `PUT /process?auth=KEY&process=NAME` is DaTtSs's
+liveness long poll: it records that the process is alive and is answered
+after `process_poll` (10 s, as DaTtSs's server), so a client that polls again
+at once sends one request per 10 s, not one per round trip. A process is up
+while it polls or has polled within PROCESS_DOWN_AFTER (DaTtSs: 40 s; a poll
+is held 30 s at most, so a polling process is always up). There is no kill
+switch.
 
 Answers: 200 with the number of partials taken; 400 for a body that is not
 that JSON (nothing of it is kept); 401 for a missing or wrong key; 429 with
@@ -53,6 +58,8 @@ TYPES = ("c", "ms", "g")
 INTERVAL_MS = 5000
 #: Processes remembered for /process liveness (bounded; the oldest are forgotten).
 MAX_PROCESSES = 10_000
+#: A process that has not polled /process for this long is down (DaTtSs's rule).
+PROCESS_DOWN_AFTER = 40.0
 
 
 class BadBody(ValueError):
@@ -102,6 +109,8 @@ class DattssListener(SurfaceListener):
         Option("port", "port", 20605, help="TCP port; 0 picks a free one"),
         Option("max_body", "size", 1 << 20, minimum=1, maximum=64 << 20,
                help="largest body accepted; larger ones get 413"),
+        Option("process_poll", "duration", 10.0, minimum=0.0, maximum=30.0,
+               help="PUT /process is answered after this long (DaTtSs's long poll); 0: at once"),
         *limit_options(),
     )
 
@@ -113,6 +122,8 @@ class DattssListener(SurfaceListener):
         self.counts = dict.fromkeys(("received", "partials", "bad_request", "unauthorized", "over_quota",
                                      "too_large", "errors", "process_polls"), 0)
         self.processes: dict[tuple[str, str], float] = {}
+        self.process_poll = float(settings["process_poll"])
+        self.polling = 0
         self._lock = threading.Lock()
         self._ratelog = RateLimitedLog(self.log)  # at most one line per 10 s
 
@@ -121,6 +132,18 @@ class DattssListener(SurfaceListener):
         if self.tenants is None:
             raise ListenerError(self.name, self.describe(), "needs [tenant:NAME] sections (keys)")
         super().start(deliver)
+
+    def _seen(self, tenant: str, name: str) -> None:
+        """The process polls now: remembered as up, most recent last."""
+        with self._lock:
+            self.processes.pop((tenant, name), None)
+            self.processes[(tenant, name)] = time.monotonic()
+            while len(self.processes) > MAX_PROCESSES:
+                self.processes.pop(next(iter(self.processes)))
+
+    def _count_polling(self, change: int) -> None:
+        with self._lock:
+            self.polling += change
 
     def _count(self, **increments: int) -> None:
         with self._lock:
@@ -148,12 +171,15 @@ class DattssListener(SurfaceListener):
         assert surface is not None
         if path == "/process":
             name = request.query.get("process", "")[:200] or "dattss"
-            with self._lock:
-                self.counts["process_polls"] += 1
-                self.processes.pop((tenant, name), None)
-                self.processes[(tenant, name)] = time.time()
-                while len(self.processes) > MAX_PROCESSES:
-                    self.processes.pop(next(iter(self.processes)))
+            self._count(process_polls=1)
+            self._seen(tenant, name)
+            if self.process_poll > 0:
+                self._count_polling(1)
+                try:  # held: cancelled (the client is gone) when its connection closes or the server stops
+                    await asyncio.sleep(self.process_poll)
+                finally:
+                    self._count_polling(-1)
+                self._seen(tenant, name)
             return web.json_response({"ok": True}, status=200)
 
         def too_large(length: int | None) -> Exception:
@@ -212,9 +238,12 @@ class DattssListener(SurfaceListener):
         return [RawEvent(encode(ev), now, ip, port, self.name, ev.name, tenant) for ev in events]
 
     def counters(self) -> dict[str, float]:
-        """received, partials, bad_request, unauthorized, over_quota, too_large, errors, process_polls, processes."""
+        """received, partials, ..., process_polls; processes (remembered), processes_up, processes_polling."""
+        cutoff = time.monotonic() - PROCESS_DOWN_AFTER
         with self._lock:
-            return {**self.counts, "processes": len(self.processes)}
+            up = sum(1 for seen in self.processes.values() if seen >= cutoff)
+            return {**self.counts, "processes": len(self.processes), "processes_up": up,
+                    "processes_polling": self.polling}
 
 
 @hookimpl

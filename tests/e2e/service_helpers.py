@@ -103,6 +103,7 @@ signature_window = 30s
 type = dattss
 address = 127.0.0.1
 port = {self.dattss}
+process_poll = 200ms
 {tls_lines}
 [listener:ingest]
 type = lwes-http

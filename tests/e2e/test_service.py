@@ -431,3 +431,58 @@ backends = out
     assert "error: routes.ini: [listener:a] tenant: no [tenant:nobody] section" in lines
     assert "error: routes.ini: [listener:b] tenant: excludes signatures: a signed event names its own tenant" in lines
     assert "error: routes.ini: [listener:c] tenant: no [tenant:nobody] section" in lines
+
+
+def test_put_process_is_a_long_poll_that_keeps_the_process_up_and_never_holds_the_server_stop(tmp_path):
+    """DaTtSs clients poll PUT /process again as soon as it is answered: it is held `process_poll`."""
+    import http.client
+    import threading
+
+    poll_port, long_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM)
+    srv = ServiceServer(tmp_path, extra_backends=f"""
+[listener:dattss-poll]
+type = dattss
+address = 127.0.0.1
+port = {poll_port}
+process_poll = 2s
+
+[listener:dattss-long]
+type = dattss
+address = 127.0.0.1
+port = {long_port}
+process_poll = 30s
+""")
+    answers: list[tuple[int, float]] = []
+
+    def poll(port: int = poll_port) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        started = time.monotonic()
+        try:
+            conn.request("PUT", f"/process?auth={KEYS['acme']['bearer']}&process=api", body=b"")
+            answers.append((conn.getresponse().status, time.monotonic() - started))
+        except OSError:
+            answers.append((0, time.monotonic() - started))
+        finally:
+            conn.close()
+
+    try:
+        first = threading.Thread(target=poll)
+        first.start()
+        listener = wait_for(lambda: (c := srv.listener("dattss-poll"))["processes_polling"] == 1 and c,
+                            what="the held poll")
+        assert listener["processes_up"] == 1 and not answers
+        first.join(10)
+        status, took = answers[0]
+        assert status == 200 and took >= 1.9
+        listener = srv.listener("dattss-poll")
+        assert (listener["processes_polling"], listener["processes_up"], listener["process_polls"]) == (0, 1, 1)
+        second = threading.Thread(target=poll, args=(long_port,))  # held 30 s, unless the server stops
+        second.start()
+        wait_for(lambda: srv.listener("dattss-long")["processes_polling"] == 1, what="the long poll")
+        stopping = time.monotonic()
+    finally:
+        assert srv.stop() == 0, srv.log()
+    assert time.monotonic() - stopping < 10
+    second.join(10)
+    assert len(answers) == 2 and answers[1][1] < 15  # cut by the stop, not answered after 30 s
+    assert "Traceback" not in srv.log()
