@@ -123,7 +123,7 @@ class RemoteTarget:
     def offer_many(self, events: list[RawEvent]) -> int:
         """Queue the batch for the worker; never blocks. Returns how many were queued.
 
-        A batch goes as one frame, or in halves when its frame would take
+        A batch goes as one frame, or in parts when its frame would take
         more than half of `link_bytes`, so that a burst of big datagrams is
         not dropped whole by a link that could take most of it.
         """
@@ -138,9 +138,11 @@ class RemoteTarget:
                 return 0
             payload = encode_batch(good[0].name, good)
             events = good
-        if len(payload) > self.worker.link_bytes // 2 and len(events) > 1:
-            half = len(events) // 2
-            return self.offer_many(events[:half]) + self.offer_many(events[half:])
+        limit = self.worker.link_bytes // 2
+        if len(payload) > limit and len(events) > 1:
+            parts = min(len(events), -(-len(payload) // limit))
+            step = -(-len(events) // parts)
+            return sum(self.offer_many(events[i:i + step]) for i in range(0, len(events), step))
         return self.worker.offer(payload, self.mask, len(events))
 
     def __repr__(self) -> str:
