@@ -120,10 +120,9 @@ class DattssListener(SurfaceListener):
         self._take_surface_settings(settings)
         self.tenants = context.tenants
         self.counts = dict.fromkeys(("received", "partials", "bad_request", "unauthorized", "over_quota",
-                                     "too_large", "errors", "process_polls"), 0)
+                                     "too_large", "errors", "process_polls", "processes_polling"), 0)
         self.processes: dict[tuple[str, str], float] = {}
         self.process_poll = float(settings["process_poll"])
-        self.polling = 0
         self._lock = threading.Lock()
         self._ratelog = RateLimitedLog(self.log)  # at most one line per 10 s
 
@@ -140,10 +139,6 @@ class DattssListener(SurfaceListener):
             self.processes[(tenant, name)] = time.monotonic()
             while len(self.processes) > MAX_PROCESSES:
                 self.processes.pop(next(iter(self.processes)))
-
-    def _count_polling(self, change: int) -> None:
-        with self._lock:
-            self.polling += change
 
     def _count(self, **increments: int) -> None:
         with self._lock:
@@ -174,11 +169,11 @@ class DattssListener(SurfaceListener):
             self._count(process_polls=1)
             self._seen(tenant, name)
             if self.process_poll > 0:
-                self._count_polling(1)
+                self._count(processes_polling=1)
                 try:  # held: cancelled (the client is gone) when its connection closes or the server stops
                     await asyncio.sleep(self.process_poll)
                 finally:
-                    self._count_polling(-1)
+                    self._count(processes_polling=-1)
                 self._seen(tenant, name)
             return web.json_response({"ok": True}, status=200)
 
@@ -242,8 +237,7 @@ class DattssListener(SurfaceListener):
         cutoff = time.monotonic() - PROCESS_DOWN_AFTER
         with self._lock:
             up = sum(1 for seen in self.processes.values() if seen >= cutoff)
-            return {**self.counts, "processes": len(self.processes), "processes_up": up,
-                    "processes_polling": self.polling}
+            return {**self.counts, "processes": len(self.processes), "processes_up": up}
 
 
 @hookimpl

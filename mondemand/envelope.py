@@ -189,7 +189,9 @@ def _is_ipv4(address: str) -> bool:
 
 #: The version of `mondemand/_speedups.c` this code calls; a module built from another is not used.
 SPEEDUPS_API = 2
-#: Why the compiled hot path is not used ("" when it is), for `/status`.
+#: SPEEDUPS_MISSING when the module is there but stale: the server warns of it at start.
+STALE_BUILD = "mondemand._speedups was built from another version: run make setup"
+#: Why the compiled hot path is not used ("" when it is).
 SPEEDUPS_MISSING = ""
 
 
@@ -204,7 +206,7 @@ def _load_speedups() -> Any:
         SPEEDUPS_MISSING = "mondemand._speedups is not built"
         return None
     if getattr(_speedups, "API", 1) != SPEEDUPS_API:
-        SPEEDUPS_MISSING = "mondemand._speedups was built from another version: run make setup"
+        SPEEDUPS_MISSING = STALE_BUILD
         return None
     _speedups.setup(RawEvent, _UNSET)
     return _speedups

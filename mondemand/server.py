@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from mondemand.config import ServerConfig
-from mondemand.envelope import SPEEDUPS, SPEEDUPS_MISSING, RawEvent
+from mondemand.envelope import SPEEDUPS, SPEEDUPS_MISSING, STALE_BUILD, RawEvent
 from mondemand.fdlimit import plan_connections, raise_soft_limit
 from mondemand.httplimits import Limits
 from mondemand.kernelstats import KernelDrops
@@ -117,7 +117,7 @@ class Server:
         Raises ServerStartError naming what failed. Workers are forked first,
         before this process has started any thread.
         """
-        if SPEEDUPS is None and "make setup" in SPEEDUPS_MISSING:
+        if SPEEDUPS_MISSING == STALE_BUILD:
             log.warning("the compiled hot path is not used: %s; the pure-Python path runs", SPEEDUPS_MISSING)
         started: list[BackendRunner] = []
         forked: list[WorkerProcess] = []

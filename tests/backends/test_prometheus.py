@@ -15,15 +15,21 @@ from mondemand.plugin_api import ServerContext
 from mondemand.promexport import ServerCollector, metric_name, render
 
 
-def raw(msg: StatsMsg) -> RawEvent:
-    return RawEvent(encode(msg.to_lwes()[0]), 1, "127.0.0.1", 1)
+def raw(msg: StatsMsg, sender_ip: str = "127.0.0.1") -> RawEvent:
+    return RawEvent(encode(msg.to_lwes()[0]), 1, sender_ip, 1)
+
+
+def started(**options) -> PrometheusBackend:
+    """A started backend on a free loopback port: max_series 100, expire_after 60 s, unless `options` say."""
+    b = PrometheusBackend("prom", {"address": "127.0.0.1", "port": 0, "max_series": 100, "expire_after": 60,
+                                   **options}, ServerContext())
+    b.start()
+    return b
 
 
 @pytest.fixture
 def backend():
-    b = PrometheusBackend("prom", {"address": "127.0.0.1", "port": 0, "max_series": 20, "expire_after": 60},
-                          ServerContext())
-    b.start()
+    b = started(max_series=20)
     yield b
     b.close()
 
@@ -132,41 +138,30 @@ def test_a_prog_id_that_is_not_utf8_does_not_break_the_page(backend):
     assert got[("g", (("host", "h"), ("k", "\\xff\\xfe"), ("prog_id", "\\xff\\xfe")))] == 1
 
 
-def guarded(**limits) -> PrometheusBackend:
-    b = PrometheusBackend("prom", {"address": "127.0.0.1", "port": 0, "max_series": 100, "expire_after": 60,
-                                   **limits}, ServerContext())
-    b.start()
-    return b
-
-
-def from_sender(msg: StatsMsg, ip: str) -> RawEvent:
-    return RawEvent(encode(msg.to_lwes()[0]), 1, ip, 1)
-
-
 def test_a_flooding_sender_cannot_fill_the_table_and_hide_another_program():
-    b = guarded(series_per_sender=30, new_series_per_datagram=0)
+    b = started(series_per_sender=30, new_series_per_datagram=0)
     try:
         flood = [Metric(MetricType.GAUGE, f"junk{i}", i) for i in range(200)]
-        b.handle([from_sender(StatsMsg("noisy", "h1", {}, flood), "10.0.0.1")])
+        b.handle([raw(StatsMsg("noisy", "h1", {}, flood), "10.0.0.1")])
         assert b.counters()["series"] == 30 and b.counters()["refused_series"] == 170
         assert b.counters()["cardinality_refused_sender_live"] == 170
         assert b.counters()["cardinality_refused.sender.10.0.0.1"] == 170
-        b.handle([from_sender(StatsMsg("new", "h2", {}, [Metric(MetricType.GAUGE, "breach", 9)]), "10.0.0.2")])
+        b.handle([raw(StatsMsg("new", "h2", {}, [Metric(MetricType.GAUGE, "breach", 9)]), "10.0.0.2")])
         got = scrape(b)
         assert got[("breach", (("host", "h2"), ("prog_id", "new")))] == 9
         for state in b.series.values():  # the flood's series expire: the sender may add series again
             state[-1] -= 120
         scrape(b)
-        b.handle([from_sender(StatsMsg("noisy", "h1", {}, flood[:5]), "10.0.0.1")])
+        b.handle([raw(StatsMsg("noisy", "h1", {}, flood[:5]), "10.0.0.1")])
         assert b.counters()["series"] == 5 and b.counters()["refused_series"] == 170
     finally:
         b.close()
 
 
 def test_one_datagram_may_add_at_most_new_series_per_datagram():
-    b = guarded(new_series_per_datagram=10)
+    b = started(new_series_per_datagram=10)
     try:
-        b.handle([from_sender(StatsMsg("p", "h", {}, [Metric(MetricType.GAUGE, f"g{i}", i) for i in range(25)]),
+        b.handle([raw(StatsMsg("p", "h", {}, [Metric(MetricType.GAUGE, f"g{i}", i) for i in range(25)]),
                               "10.0.0.1")])
         assert b.counters()["series"] == 10 and b.counters()["cardinality_refused_datagram"] == 15
     finally:

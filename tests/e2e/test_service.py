@@ -11,10 +11,12 @@ key without a restart.
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -435,9 +437,6 @@ backends = out
 
 def test_put_process_is_a_long_poll_that_keeps_the_process_up_and_never_holds_the_server_stop(tmp_path):
     """DaTtSs clients poll PUT /process again as soon as it is answered: it is held `process_poll`."""
-    import http.client
-    import threading
-
     poll_port, long_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM)
     srv = ServiceServer(tmp_path, extra_backends=f"""
 [listener:dattss-poll]
